@@ -1,0 +1,1 @@
+"""Pre-trained embedding modules: the registry, TF-Hub loading and the offline builders."""

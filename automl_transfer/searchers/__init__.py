@@ -1,0 +1,1 @@
+"""Searchers: random search and the RL controller, all behind one contract (`base.Searcher`)."""
