@@ -23,6 +23,7 @@ setup(
         "pyyaml>=6.0",
         "gensim>=4.3",
         "matplotlib>=3.7",
+        "tensorboard>=2.16",
     ],
     extras_require={
         "test": ["pytest>=7"],

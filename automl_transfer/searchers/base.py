@@ -21,6 +21,8 @@ class Searcher(abc.ABC):
     """Base class. `name` is recorded with every trial it suggests."""
 
     name: str = "searcher"
+    # Folder of <experiment_dir> that holds the checkpoint `save` writes (controllers: controller/).
+    state_dirname: str = "searcher"
 
     def __init__(self, space: SearchSpace, seed: int):
         self.space = space

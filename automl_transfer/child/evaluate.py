@@ -1,0 +1,69 @@
+"""`evaluate`: train and score one configuration on one task. Pure and picklable: the unit of work
+an executor runs, in this process or another.
+
+A trial-level problem never raises: a child whose loss or weights become NaN/inf is DIVERGED, any
+other exception inside the trial is FAILED with its one-line error; both have accuracy 0. Only
+a task that cannot be loaded (the user's fault, UserError) propagates.
+"""
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+import numpy as np
+
+from automl_transfer.child.features import TaskRef, module_features, task_features
+from automl_transfer.child.model import BATCH_SIZE, WideDeepChild
+from automl_transfer.errors import ModuleError
+from automl_transfer.search_space import Config
+from automl_transfer.trial import Status, TrialResult
+
+__all__ = ["TaskRef", "evaluate"]
+
+
+def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int) -> TrialResult:
+    """Train the child `config` on `task` (module handle = module_handles[config.module]) with `seed`.
+
+    Same seed, same metrics. Per-task and per-(task, module) work is cached in the process.
+    Times: setup_time_s = features (first trial of a task/module only) and building the child;
+    train_time_s = tracing the one graph that trains and then scores valid and test, and running
+    it; eval_time_s = accuracies from the logits.
+    """
+    start = time.perf_counter()
+    features = task_features(task)  # an unknown or bad task raises UserError here
+    child = None
+    try:
+        if not (config.deep_enabled or config.wide_enabled):
+            return _majority_result(features.labels, features.majority_class, time.perf_counter() - start)
+        module = None
+        if config.deep_enabled:
+            if config.module not in module_handles:
+                raise ModuleError(f"no handle for module {config.module!r}; known: {', '.join(module_handles)}")
+            module = module_features(task, module_handles[config.module])
+        child = WideDeepChild(config, features, module, seed)
+        batches = np.random.default_rng([seed, 0]).integers(
+            len(features.labels["train"]), size=(config.train_steps, BATCH_SIZE))
+        setup = time.perf_counter()
+        steps, finite, valid_logits, test_logits = child.train_and_score(batches)
+        trained = time.perf_counter()  # scoring runs in the training graph: counted as training
+        accuracies = {split: float(np.mean(np.argmax(logits, axis=1) == features.labels[split]))
+                      for split, logits in (("valid", valid_logits), ("test", test_logits))}
+        done = time.perf_counter()
+        if not finite:
+            return TrialResult(Status.DIVERGED, 0.0, 0.0, setup - start, trained - setup, done - trained,
+                               steps, error="loss or weights became NaN/inf")
+        return TrialResult(Status.COMPLETED, accuracies["valid"], accuracies["test"], setup - start,
+                           trained - setup, done - trained, steps)
+    except Exception as err:  # noqa: BLE001 - any failure inside a trial is its result, not a crash
+        message = (str(err).strip().splitlines() or [""])[0]
+        return TrialResult(Status.FAILED, 0.0, 0.0, setup_time_s=time.perf_counter() - start,
+                           error=f"{type(err).__name__}: {message}")
+    finally:
+        if child is not None:
+            child.restore_module()
+
+
+def _majority_result(labels: Mapping[str, np.ndarray], majority: int, elapsed: float) -> TrialResult:
+    """Both towers disabled: predict train's majority class (defined reward, no training)."""
+    return TrialResult(Status.COMPLETED, float(np.mean(labels["valid"] == majority)),
+                       float(np.mean(labels["test"] == majority)), setup_time_s=elapsed, steps=0)

@@ -1,0 +1,255 @@
+"""The wide-and-deep child: raw tf.Variables, a whole training run in one graph, batched evaluation.
+
+Deep tower: module features (frozen, a fine-tuned restricted table, or a fine-tuned generic
+module) -> hidden layers (dense, normalisation, activation, dropout) -> logits; Proximal Adagrad
+with the config's L2. Wide tower: bag of task-vocabulary tokens -> logits (a sparse lookup of a
+[vocabulary, classes] table); Proximal Adagrad with the config's L1. The logits add.
+
+All N training steps run inside one tf.function (a tf.while_loop over precomputed batch indices),
+so a step costs no Python; the loop stops early once the loss is NaN/inf. Dropout uses stateless
+random ops seeded by (trial seed, step), and weights are initialised from a numpy RNG, so a seed
+fixes the result.
+"""
+from __future__ import annotations
+
+import logging
+import numpy as np
+import tensorflow as tf
+
+from automl_transfer.child.features import ModuleFeatures, TaskFeatures
+from automl_transfer.child.proximal_adagrad import ProximalAdagrad
+from automl_transfer.search_space import Config
+
+BATCH_SIZE = 100
+EVAL_CHUNK = 1000  # documents scored at once
+_NORM_EPSILON = 1e-3
+_BATCH_NORM_MOMENTUM = 0.9  # the shortest children train 10 steps: 0.99 would barely move the stats
+_ACTIVATIONS = {"relu": tf.nn.relu, "swish": tf.nn.silu}
+
+
+def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> tf.Variable:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return tf.Variable(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
+
+
+def _zeros(*shape: int) -> tf.Variable:
+    return tf.Variable(np.zeros(shape, np.float32))
+
+
+def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, mean: bool) -> tf.Tensor:
+    """Sum (or mean) of each document's rows; the table's gradient is sparse (IndexedSlices)."""
+    num_docs = tf.shape(row_splits)[0] - 1
+    segments = tf.ragged.row_splits_to_segment_ids(row_splits, out_type=tf.int64)
+    sums = tf.math.unsorted_segment_sum(tf.gather(table, values), segments, num_docs)
+    if not mean:
+        return sums
+    counts = tf.cast(row_splits[1:] - row_splits[:-1], tf.float32)[:, None]
+    return tf.math.divide_no_nan(sums, counts)
+
+
+def _gather_bags(values: tf.Tensor, row_splits: tf.Tensor, docs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    batch = tf.gather(tf.RaggedTensor.from_row_splits(values, row_splits, validate=False), docs)
+    return batch.values, batch.row_splits
+
+
+def _gather(full: dict[str, tf.Tensor], docs: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The inputs of documents `docs` out of a whole set's inputs (see `inputs_for`)."""
+    out = {key: tf.gather(full[key], docs) for key in ("dense", "texts") if key in full}
+    if "ids" in full:
+        out["ids"], out["id_splits"] = _gather_bags(full["ids"], full["id_splits"], docs)
+    if "wide" in full:
+        out["wide"], out["wide_splits"] = _gather_bags(full["wide"], full["wide_splits"], docs)
+    return out
+
+
+def _concat(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Two sets' inputs as one: documents of `first`, then those of `second`."""
+    out = {}
+    for key, value in first.items():
+        if key.endswith("splits"):
+            out[key] = np.concatenate([value, second[key][1:] + value[-1]])
+        else:
+            out[key] = np.concatenate([value, second[key]])
+    return out
+
+
+class _DropRetracingWarning(logging.Filter):
+    """Each child traces its own graphs by design (its variables and shapes differ), so TF's
+    "frequent retracing" warning, which counts traces per Python function, is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_DropRetracingWarning())
+
+
+class WideDeepChild:
+    """One child network for one configuration on one task."""
+
+    def __init__(self, config: Config, task: TaskFeatures, module: ModuleFeatures | None, seed: int):
+        rng = np.random.default_rng([seed, 1])
+        self.config = config
+        self.seed = seed
+        self.task = task
+        self.module = module
+        self.deep = config.deep_enabled
+        self.wide = config.wide_enabled
+        self.tune_table = self.deep and config.fine_tune and module.restricted
+        self.tune_module = self.deep and config.fine_tune and not module.restricted
+        num_classes = task.num_classes
+        deep_vars: list[tf.Variable] = []
+        self.layers: list[dict[str, tf.Variable]] = []
+        if self.deep:
+            if self.tune_table:
+                self.table = tf.Variable(module.table)
+                deep_vars.append(self.table)
+            if self.tune_module:
+                # The loaded module is shared by every trial in the process: keep its weights.
+                self._module_backup = [v.numpy() for v in module.module.trainable_variables]
+                deep_vars.extend(module.module.trainable_variables)
+            width = module.frozen["train"].shape[1]
+            for _ in range(config.num_layers):
+                layer = {"kernel": _glorot(rng, width, config.layer_size), "bias": _zeros(config.layer_size)}
+                if config.normalization != "none":
+                    layer["gamma"] = tf.Variable(np.ones(config.layer_size, np.float32))
+                    layer["beta"] = _zeros(config.layer_size)
+                if config.normalization == "batch":
+                    layer["moving_mean"] = tf.Variable(np.zeros(config.layer_size, np.float32), trainable=False)
+                    layer["moving_var"] = tf.Variable(np.ones(config.layer_size, np.float32), trainable=False)
+                deep_vars.extend(v for k, v in layer.items() if not k.startswith("moving"))
+                self.layers.append(layer)
+                width = config.layer_size
+            self.out_kernel = _glorot(rng, width, num_classes)
+            self.out_bias = _zeros(num_classes)
+            deep_vars += [self.out_kernel, self.out_bias]
+            self.deep_optimizer = ProximalAdagrad(deep_vars, config.deep_learning_rate, l2=config.deep_l2)
+        wide_vars: list[tf.Variable] = []
+        if self.wide:
+            self.wide_table = _zeros(max(1, len(task.wide_vocab)), num_classes)
+            self.wide_bias = _zeros(num_classes)
+            wide_vars = [self.wide_table, self.wide_bias]
+            self.wide_optimizer = ProximalAdagrad(wide_vars, config.wide_learning_rate, l1=config.wide_l1)
+        self.deep_vars, self.wide_vars = deep_vars, wide_vars
+        # Eager tensors, captured by reference: a graph constant would copy the data per trace.
+        # Valid and test are one "eval" set, scored in the same graph right after training.
+        self._num_valid = len(task.labels["valid"])
+        self._train_inputs = {k: tf.constant(v) for k, v in self.inputs_for("train").items()}
+        self._eval_inputs = {k: tf.constant(v) for k, v in _concat(
+            self.inputs_for("valid"), self.inputs_for("test")).items()}
+        self._train_labels = tf.constant(task.labels["train"])
+        # One trace per child (autograph off: the loops are explicit tf.while_loops).
+        self._run_fn = tf.function(self._run, autograph=False)
+
+    def inputs_for(self, split: str) -> dict[str, np.ndarray]:
+        """The whole split's inputs; keys depend on the configuration (read by `_gather`)."""
+        out: dict[str, np.ndarray] = {}
+        if self.tune_table:
+            out.update(ids=self.module.bags[split].values, id_splits=self.module.bags[split].row_splits)
+        elif self.tune_module:
+            out["texts"] = np.array(self.task.texts[split], dtype=object)
+        elif self.deep:
+            out["dense"] = self.module.frozen[split]
+        if self.wide:
+            out.update(wide=self.task.wide_bags[split].values, wide_splits=self.task.wide_bags[split].row_splits)
+        return out
+
+    def _logits(self, inputs: dict[str, tf.Tensor], training: bool, step: tf.Tensor | int = 0) -> tf.Tensor:
+        parts = []
+        if self.deep:
+            if self.tune_table:
+                h = _bag_lookup(self.table, inputs["ids"], inputs["id_splits"], mean=True)
+            elif self.tune_module:
+                h = self.module.module(inputs["texts"])
+            else:
+                h = inputs["dense"]
+            activation = _ACTIVATIONS[self.config.activation]
+            for j, layer in enumerate(self.layers):
+                h = tf.matmul(h, layer["kernel"]) + layer["bias"]
+                h = self._normalize(h, layer, training)
+                h = activation(h)
+                if training and self.config.dropout > 0:
+                    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 16 + j])
+                    h = tf.nn.experimental.stateless_dropout(h, self.config.dropout, seed=seed)
+            parts.append(tf.matmul(h, self.out_kernel) + self.out_bias)
+        if self.wide:
+            parts.append(_bag_lookup(self.wide_table, inputs["wide"], inputs["wide_splits"], mean=False)
+                         + self.wide_bias)
+        return tf.add_n(parts)
+
+    def _normalize(self, h: tf.Tensor, layer: dict[str, tf.Variable], training: bool) -> tf.Tensor:
+        kind = self.config.normalization
+        if kind == "none":
+            return h
+        if kind == "layer":
+            mean, var = tf.nn.moments(h, axes=[1], keepdims=True)
+        elif training:
+            mean, var = tf.nn.moments(h, axes=[0])
+            layer["moving_mean"].assign(_BATCH_NORM_MOMENTUM * layer["moving_mean"] + (1 - _BATCH_NORM_MOMENTUM) * mean)
+            layer["moving_var"].assign(_BATCH_NORM_MOMENTUM * layer["moving_var"] + (1 - _BATCH_NORM_MOMENTUM) * var)
+        else:
+            mean, var = layer["moving_mean"], layer["moving_var"]
+        return tf.nn.batch_normalization(h, mean, var, layer["beta"], layer["gamma"], _NORM_EPSILON)
+
+    def _run(self, batches: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Train on every batch (stopping early at a non-finite loss), then score the eval set.
+        Returns (steps run, last loss, eval logits)."""
+        full, num_steps = self._train_inputs, tf.shape(batches)[0]
+
+        def train_step(step: tf.Tensor, _: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            docs = batches[step]
+            with tf.GradientTape() as tape:
+                logits = self._logits(_gather(full, docs), training=True, step=step)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=tf.gather(self._train_labels, docs), logits=logits))
+            grads = tape.gradient(loss, self.deep_vars + self.wide_vars)
+            if self.deep:
+                self.deep_optimizer.apply_gradients(zip(grads[:len(self.deep_vars)], self.deep_vars))
+            if self.wide:
+                self.wide_optimizer.apply_gradients(zip(grads[len(self.deep_vars):], self.wide_vars))
+            return step + 1, loss
+
+        def unfinished(step: tf.Tensor, loss: tf.Tensor) -> tf.Tensor:
+            return tf.logical_and(step < num_steps, tf.math.is_finite(loss))
+
+        steps, loss = tf.while_loop(unfinished, train_step, (tf.constant(0), tf.constant(0.0)))
+        with tf.control_dependencies([steps, loss]):
+            return steps, loss, self._eval_logits()
+
+    def _eval_logits(self) -> tf.Tensor:
+        """Logits of the eval set, EVAL_CHUNK documents at a time (bounded memory on big tasks)."""
+        n = self._num_valid + len(self.task.labels["test"])
+        num_chunks = -(-n // EVAL_CHUNK)
+
+        def chunk(i: tf.Tensor, out: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+            docs = tf.range(i * EVAL_CHUNK, tf.minimum((i + 1) * EVAL_CHUNK, n))
+            return i + 1, out.write(i, self._logits(_gather(self._eval_inputs, docs), training=False))
+
+        _, out = tf.while_loop(lambda i, _: i < num_chunks, chunk,
+                               (tf.constant(0), tf.TensorArray(tf.float32, size=num_chunks, infer_shape=False)))
+        return out.concat()
+
+    def train_and_score(self, batches: np.ndarray) -> tuple[int, bool, np.ndarray, np.ndarray]:
+        """Train on batches of train-document indices [steps, batch], then score valid and test.
+
+        Returns (steps run, whether loss, weights and logits all stayed finite, valid logits,
+        test logits).
+        """
+        steps, loss, logits = self._run_fn(tf.constant(batches, tf.int32))
+        logits = logits.numpy()
+        # An infinite accumulator means a squared gradient overflowed: training blew up even if
+        # the weights stayed finite (the step size then collapses to zero).
+        state = self.deep_vars + self.wide_vars + [
+            a for opt in self._optimizers() for a in opt.accumulators.values()]
+        finite = bool(np.isfinite(loss.numpy())) and bool(np.isfinite(logits).all()) and all(
+            bool(tf.reduce_all(tf.math.is_finite(v))) for v in state)
+        return int(steps), finite, logits[:self._num_valid], logits[self._num_valid:]
+
+    def _optimizers(self) -> list[ProximalAdagrad]:
+        return ([self.deep_optimizer] if self.deep else []) + ([self.wide_optimizer] if self.wide else [])
+
+    def restore_module(self) -> None:
+        """Undo fine-tuning of a shared generic module (a restricted table is the child's own)."""
+        if self.tune_module:
+            for var, value in zip(self.module.module.trainable_variables, self._module_backup):
+                var.assign(value)

@@ -1,0 +1,136 @@
+"""Where trials run: in this process one at a time, or several at once in threads or processes.
+
+The experiment loop submits a trial with the function that evaluates it and collects trials as they
+finish, in whatever order; it never asks which executor it has. The function must be picklable
+for `ProcessExecutor` (the child's `evaluate` is).
+"""
+from __future__ import annotations
+
+import abc
+import concurrent.futures as futures
+import multiprocessing
+from typing import Callable
+
+from automl_transfer.trial import Trial, TrialResult
+
+TrialFn = Callable[[Trial], TrialResult]
+
+
+class Executor(abc.ABC):
+    """Runs submitted trials; `wait` hands back finished ones. At most `max_in_flight` at once."""
+
+    def __init__(self, max_in_flight: int = 1):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+
+    @property
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Trials submitted and not yet handed back by `wait`."""
+
+    def can_submit(self) -> bool:
+        return self.in_flight < self.max_in_flight
+
+    @abc.abstractmethod
+    def submit(self, trial: Trial, fn: TrialFn) -> None:
+        """Start evaluating `trial` with `fn(trial)`."""
+
+    @abc.abstractmethod
+    def wait(self) -> list[Trial]:
+        """Block until at least one trial finishes; return the finished trials with their results.
+
+        An exception raised by `fn` (a bug, not a failed trial) propagates here.
+        """
+
+    def close(self) -> None:
+        """Stop: trials still running are abandoned (their results are never recorded)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SequentialExecutor(Executor):
+    """The default: one trial at a time, run in this process when `wait` is called."""
+
+    def __init__(self) -> None:
+        super().__init__(max_in_flight=1)
+        self._pending: tuple[Trial, TrialFn] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._pending is None else 1
+
+    def submit(self, trial: Trial, fn: TrialFn) -> None:
+        if self._pending is not None:
+            raise RuntimeError("SequentialExecutor runs one trial at a time: call wait() first")
+        self._pending = (trial, fn)
+
+    def wait(self) -> list[Trial]:
+        if self._pending is None:
+            raise RuntimeError("no trial in flight")
+        trial, fn = self._pending
+        self._pending = None
+        return [trial.with_result(fn(trial))]
+
+
+class _FuturesExecutor(Executor):
+    """Several trials at once on a concurrent.futures pool."""
+
+    def __init__(self, pool: futures.Executor, max_in_flight: int):
+        super().__init__(max_in_flight)
+        self._pool = pool
+        self._running: dict[futures.Future, Trial] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def submit(self, trial: Trial, fn: TrialFn) -> None:
+        if not self.can_submit():
+            raise RuntimeError(f"already {self.in_flight} trials in flight: call wait() first")
+        self._running[self._pool.submit(fn, trial)] = trial
+
+    def wait(self) -> list[Trial]:
+        if not self._running:
+            raise RuntimeError("no trial in flight")
+        done, _ = futures.wait(self._running, return_when=futures.FIRST_COMPLETED)
+        finished = []
+        for future in sorted(done, key=lambda f: self._running[f].trial_id):
+            trial = self._running.pop(future)
+            finished.append(trial.with_result(future.result()))
+        return finished
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._running.clear()
+
+
+class ThreadExecutor(_FuturesExecutor):
+    """Trials in threads of this process: cheap to start; TensorFlow releases the GIL in its ops."""
+
+    def __init__(self, max_in_flight: int):
+        super().__init__(futures.ThreadPoolExecutor(max_workers=max_in_flight), max_in_flight)
+
+
+class ProcessExecutor(_FuturesExecutor):
+    """Trials in worker processes (spawned, since TensorFlow is not fork-safe): full isolation."""
+
+    def __init__(self, max_in_flight: int):
+        pool = futures.ProcessPoolExecutor(max_workers=max_in_flight,
+                                           mp_context=multiprocessing.get_context("spawn"))
+        super().__init__(pool, max_in_flight)
+
+
+def make_executor(max_in_flight: int = 1, kind: str = "process") -> Executor:
+    """SequentialExecutor for one trial at a time, else a pool of `kind` ('process' or 'thread')."""
+    if max_in_flight == 1:
+        return SequentialExecutor()
+    if kind == "process":
+        return ProcessExecutor(max_in_flight)
+    if kind == "thread":
+        return ThreadExecutor(max_in_flight)
+    raise ValueError(f"unknown executor kind {kind!r}: expected 'process' or 'thread'")

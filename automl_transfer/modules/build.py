@@ -1,0 +1,156 @@
+"""Build the offline text modules into the cache directory: `python -m automl_transfer.modules.build`.
+
+Each slot of the offline profile in hub_modules.yaml is either a published table imported from
+<data_dir>/embeddings or a word2vec table trained here on <data_dir>/corpora, exported as our
+TF-Hub-format text module. A module counts as built only when its manifest.json exists; it is
+written into a temporary directory and renamed into place, so an interrupted build leaves nothing
+that looks finished, and re-running reuses what is already built.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from automl_transfer import paths
+from automl_transfer.errors import ModuleError, UserError
+from automl_transfer.modules import corpora, registry, word2vec
+from automl_transfer.modules.loading import MANIFEST
+from automl_transfer.modules.pretrained import load_pretrained_table
+from automl_transfer.modules.text_embedding import export_text_module
+
+Log = Callable[[str], Any]
+
+
+def _selected(names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """Build recipes of the asked-for offline modules (all by default), in yaml order."""
+    recipes = registry.build_recipes("offline")
+    unknown = [n for n in names or () if n not in recipes]
+    if unknown:
+        raise ModuleError(f"unknown offline module {', '.join(map(repr, unknown))}; "
+                          f"known modules: {', '.join(recipes)}")
+    return {n: r for n, r in recipes.items() if names is None or n in names}
+
+
+def read_manifest(module_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest of a finished build, or None when the directory is not a finished build."""
+    try:
+        return json.loads((Path(module_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _make_table(recipe: dict[str, Any], dim: int, data_dir: Path,
+                corpus_cache: dict[str, corpora.Sentences]) -> tuple[list[str], np.ndarray, str]:
+    """(vocabulary, table, description of the source text) for one recipe."""
+    source = recipe["source"]
+    if source == "pretrained":
+        vocab, table = load_pretrained_table(data_dir / recipe["path"])
+        return vocab, table, recipe["path"]
+    corpus = recipe["corpus"]
+    if corpus not in corpora.CORPORA:
+        raise UserError(f"{registry.REGISTRY_FILE}: unknown corpus {corpus!r}")
+    if corpus not in corpus_cache:
+        corpus_cache[corpus] = corpora.CORPORA[corpus](data_dir)
+    vocab, table = word2vec.train_table(corpus_cache[corpus], source, dim, int(recipe["epochs"]),
+                                        int(recipe["min_count"]), int(recipe["window"]))
+    if recipe.get("normalise"):
+        table = word2vec.centre_and_normalise(table)
+    return vocab, table, corpora.CORPUS_SOURCES[corpus]
+
+
+def _dir_size(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+def _build_one(spec: registry.ModuleSpec, recipe: dict[str, Any], data_dir: Path,
+               corpus_cache: dict[str, corpora.Sentences]) -> dict[str, Any]:
+    """Export one module into a temporary sibling directory, then rename it into place."""
+    start = time.perf_counter()
+    target = Path(spec.handle)
+    vocab, table, corpus = _make_table(recipe, spec.dim, data_dir, corpus_cache)
+    if table.shape[1] != spec.dim:
+        raise ModuleError(f"module {spec.name!r}: table has dim {table.shape[1]}, "
+                          f"hub_modules.yaml says {spec.dim}")
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    export_text_module(str(staging), vocab, table)
+    manifest = {"name": spec.name, "source": recipe["source"], "corpus": corpus,
+                "language": spec.language, "vocab_size": len(vocab), "dim": int(table.shape[1]),
+                "recipe": recipe, "build_seconds": round(time.perf_counter() - start, 2)}
+    manifest["size_bytes"] = _dir_size(staging)
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if target.exists():  # --force, or a directory left without a manifest
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.rename(target, old)
+        shutil.rmtree(old)
+    os.rename(staging, target)
+    return manifest
+
+
+def build_offline_modules(data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                          names: Sequence[str] | None = None, force: bool = False,
+                          log: Log = print) -> list[dict[str, Any]]:
+    """Build (or reuse) the offline modules; one manifest dict per module, in yaml order."""
+    data_root = paths.data_dir(str(data_dir) if data_dir is not None else None)
+    specs = registry.load_registry("offline", cache_dir)
+    recipes = _selected(names)
+    corpus_cache: dict[str, corpora.Sentences] = {}
+    manifests = []
+    for name, recipe in recipes.items():
+        spec = specs[name]
+        Path(spec.handle).parent.mkdir(parents=True, exist_ok=True)
+        manifest = None if force else read_manifest(spec.handle)
+        if manifest is not None:
+            log(f"{name}: already built at {spec.handle} (reused)")
+        else:
+            log(f"{name}: building ({recipe['source']}) ...")
+            manifest = _build_one(spec, recipe, data_root, corpus_cache)
+            log(f"{name}: built in {manifest['build_seconds']:.1f} s, vocabulary "
+                f"{manifest['vocab_size']} x {manifest['dim']}, "
+                f"{manifest['size_bytes'] / 2**20:.1f} MiB at {spec.handle}")
+        manifests.append(manifest)
+    return manifests
+
+
+def ensure_offline_modules(data_dir: str | Path | None = None,
+                           cache_dir: str | Path | None = None,
+                           names: Sequence[str] | None = None, log: Log = print) -> None:
+    """Build only the offline modules that are missing (what an experiment calls before it runs)."""
+    build_offline_modules(data_dir, cache_dir, names, force=False, log=log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m automl_transfer.modules.build",
+        description="Build the offline text-embedding modules of hub_modules.yaml into "
+                    "<cache_dir>/modules/<name>/ (TF-Hub SavedModels). Modules already built "
+                    "(with a manifest.json) are reused unless --force.")
+    parser.add_argument("--data_dir", help="datasets root holding embeddings/ and corpora/ "
+                        f"(default: ${paths.DATA_DIR_ENV} or ../shared/datasets)")
+    parser.add_argument("--cache_dir", help="where modules/<name>/ are written "
+                        f"(default: ${paths.CACHE_DIR_ENV} or ~/.cache/automl_transfer)")
+    parser.add_argument("--modules", help="comma-separated module names (default: all): "
+                        + ", ".join(registry.build_recipes("offline")))
+    parser.add_argument("--force", action="store_true", help="rebuild modules already built")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.modules.split(",") if n.strip()] if args.modules else None
+    start = time.perf_counter()
+    try:
+        manifests = build_offline_modules(args.data_dir, args.cache_dir, names, args.force)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(manifests)} module(s) ready in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

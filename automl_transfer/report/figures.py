@@ -1,0 +1,113 @@
+"""The report's figures as PNG files (matplotlib's Agg canvas: no display, no global pyplot state).
+
+Each function takes plain arrays prepared by the report (or the TensorBoard logger) and draws
+one figure; none of them reads runs.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from automl_transfer.metrics import TopNCurve, cosine_similarity
+from automl_transfer.report.loading import method_label, method_order
+
+_PANEL_SIZE = (4.0, 3.0)
+
+
+def _grid(num_panels: int, max_columns: int = 4) -> tuple[Figure, list]:
+    columns = min(max_columns, max(1, num_panels))
+    rows = math.ceil(num_panels / columns)
+    figure = Figure(figsize=(_PANEL_SIZE[0] * columns, _PANEL_SIZE[1] * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for extra in axes[num_panels:]:
+        extra.set_visible(False)
+    return figure, list(axes[:num_panels])
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, format="png", dpi=100)
+    return path
+
+
+def mean_band(series: Sequence[np.ndarray], sems: Sequence[np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (cut to the shortest) and its s.e.m.; one seed: its own s.e.m."""
+    length = min(len(s) for s in series)
+    stacked = np.stack([np.asarray(s[:length]) for s in series])
+    if len(series) == 1:
+        return stacked[0], np.asarray(sems[0][:length])
+    return stacked.mean(0), stacked.std(0, ddof=1) / math.sqrt(len(series))
+
+
+def learning_curves(curves: Mapping[str, Mapping[str, Sequence[TopNCurve]]], split: str,
+                    top_n: int, path: Path) -> Path:
+    """accuracy-topN vs trials, a panel per task, a line per method (mean over seeds, ± s.e.m.).
+
+    Args:
+        curves: task -> method -> one TopNCurve per seed.
+        split: "valid" or "test".
+    """
+    figure, axes = _grid(len(curves))
+    for ax, (task, by_method) in zip(axes, sorted(curves.items())):
+        for method in method_order(list(by_method)):
+            seeds = by_method[method]
+            mean, sem = mean_band([getattr(c, split) for c in seeds],
+                                  [getattr(c, f"{split}_sem") for c in seeds])
+            x = np.arange(1, len(mean) + 1)
+            line, = ax.plot(x, mean, label=f"{method_label(method)} ({len(seeds)} seed"
+                                              f"{'s' if len(seeds) > 1 else ''})")
+            ax.fill_between(x, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel("trials")
+        ax.set_ylabel(f"{'validation' if split == 'valid' else 'test'} accuracy-top{top_n}")
+        ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def similarity_heatmap_png(names: Sequence[str], matrix: np.ndarray, title: str = "") -> bytes:
+    """Cosine similarity between task embeddings, as PNG bytes (also used by TensorBoard)."""
+    similarity = cosine_similarity(matrix)
+    size = max(4.0, 0.5 * len(names) + 2.0)
+    figure = Figure(figsize=(size + 1.0, size), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    image = ax.imshow(similarity, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    if len(names) <= 12:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    figure.colorbar(image, ax=ax, label="cosine similarity")
+    ax.set_title(title or "task embedding similarity")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def option_frequencies(frequencies: Mapping[str, Mapping[object, np.ndarray]], decision: str,
+                       window: int, title: str, path: Path) -> Path:
+    """Share of each option of `decision` over a sliding window of trials, a panel per task.
+
+    Args:
+        frequencies: task -> option value -> frequency after each trial (see
+            automl_transfer.metrics.option_frequencies).
+    """
+    figure, axes = _grid(len(frequencies))
+    for ax, (task, by_option) in zip(axes, sorted(frequencies.items())):
+        for option, share in sorted(by_option.items(), key=lambda item: str(item[0])):
+            ax.plot(np.arange(1, len(share) + 1), share, label=str(option))
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(task)
+        ax.set_xlabel("trials")
+        ax.set_ylabel(f"P({decision}) over last {window} trials")
+        ax.legend(fontsize="x-small")
+    figure.suptitle(title)
+    return _save(figure, path)

@@ -1,0 +1,82 @@
+"""Table 1 of the paper as numbers: trials to reach RS's accuracy-topN, and test accuracy-topN
+at a fixed budget, per task. Formatting lives in markdown.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from automl_transfer.metrics import top_n_curve, trials_to_target
+from automl_transfer.trial import Trial
+
+RANDOM, SINGLE, TRANSFER = "random", "single", "transfer"
+TABLE_METHODS = (RANDOM, SINGLE, TRANSFER)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A mean with a ± 2 s.e.m. half-width; `basis` says what the s.e.m. is across."""
+
+    mean: float
+    half_width: float
+    basis: str           # "seeds" (several seeds) or "top-N trials" (one seed)
+    num_seeds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialsNeeded:
+    """Trials to reach the target, per seed (None = not reached within that seed's budget)."""
+
+    per_seed: tuple[int | None, ...]
+    budget: int          # the largest budget among the seeds
+
+    @property
+    def all_reached(self) -> bool:
+        return all(k is not None for k in self.per_seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table1Row:
+    task: str
+    rs_budget: int
+    target: float                            # RS validation accuracy-topN at its full budget
+    trials_needed: dict[str, TrialsNeeded]   # single / transfer, where runs exist
+    fixed_budget: int                        # smallest budget common to every run of the task
+    test_at_budget: dict[str, Estimate]      # random / single / transfer, where runs exist
+
+
+def _sem(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def accuracy_at_budget(seeds: Sequence[Sequence[Trial]], budget: int, n: int) -> Estimate:
+    """Test accuracy-topN after `budget` trials, mean over seeds ± 2 s.e.m.
+
+    With one seed the s.e.m. is across its top-N trials instead (no seed variation to show).
+    """
+    curves = [top_n_curve(list(trials)[:budget], n) for trials in seeds]
+    values = [float(c.test[-1]) for c in curves]
+    if len(values) > 1:
+        return Estimate(float(np.mean(values)), 2 * _sem(values), "seeds", len(values))
+    return Estimate(values[0], 2 * float(curves[0].test_sem[-1]), "top-N trials", 1)
+
+
+def table1_row(task: str, by_method: Mapping[str, Sequence[Sequence[Trial]]], n: int
+               ) -> Table1Row:
+    """One task's row. `by_method` maps method -> finished trials per seed; needs RANDOM."""
+    rs_curves = [top_n_curve(trials, n) for trials in by_method[RANDOM]]
+    target = float(np.mean([c.valid[-1] for c in rs_curves]))
+    needed = {}
+    for method in (SINGLE, TRANSFER):
+        if by_method.get(method):
+            per_seed = tuple(trials_to_target(top_n_curve(trials, n), target)
+                             for trials in by_method[method])
+            needed[method] = TrialsNeeded(per_seed, max(len(t) for t in by_method[method]))
+    present = [m for m in TABLE_METHODS if by_method.get(m)]
+    fixed_budget = min(len(trials) for m in present for trials in by_method[m])
+    tests = {m: accuracy_at_budget(by_method[m], fixed_budget, n) for m in present}
+    return Table1Row(task=task, rs_budget=max(len(t) for t in by_method[RANDOM]), target=target,
+                     trials_needed=needed, fixed_budget=fixed_budget, test_at_budget=tests)

@@ -1,0 +1,25 @@
+"""Controller settings presets; kept free of TensorFlow so the CLI can describe them instantly."""
+from __future__ import annotations
+
+from automl_transfer.errors import UserError
+
+# "default" is what we measured to learn within a few hundred trials (docs/method.md);
+# "paper" is the paper's learning rate, which needs thousands of trials.
+PRESETS: dict[str, dict[str, float]] = {
+    "default": {"learning_rate": 2e-3, "entropy_weight": 1e-3},
+    "paper": {"learning_rate": 1e-4, "entropy_weight": 1e-3},
+}
+
+
+def resolve_settings(preset: str, learning_rate: float | None, entropy_weight: float | None
+                     ) -> tuple[float, float]:
+    """The preset's values, each overridden where given explicitly."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown controller preset '{preset}': choose one of {sorted(PRESETS)}")
+    values = PRESETS[preset]
+    lr = values["learning_rate"] if learning_rate is None else float(learning_rate)
+    entropy = values["entropy_weight"] if entropy_weight is None else float(entropy_weight)
+    if lr <= 0 or entropy < 0:
+        raise UserError(f"controller learning rate must be > 0 and entropy weight >= 0, "
+                        f"got {lr} and {entropy}")
+    return lr, entropy

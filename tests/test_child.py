@@ -1,0 +1,178 @@
+"""The child end to end on tiny real data: a cut of sms_spam and a 2000-word real GloVe module."""
+import csv
+import dataclasses
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from automl_transfer.child.evaluate import TaskRef, evaluate
+from automl_transfer.child.features import module_features, task_features
+from automl_transfer.child.model import WideDeepChild
+from automl_transfer.errors import UserError
+from automl_transfer.modules.loading import load_module
+from automl_transfer.modules.text_embedding import TextEmbeddingModule, export_text_module
+from automl_transfer.search_space import Config
+from automl_transfer.text import tokenize
+from automl_transfer.trial import Status
+
+ROWS = 600
+MODULE_WORDS = 2000
+
+
+@pytest.fixture(scope="module")
+def task(shared_data_dir, tmp_path_factory) -> TaskRef:
+    with gzip.open(shared_data_dir / "text" / "sms_spam" / "data.csv.gz", "rt", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:ROWS]
+    path = tmp_path_factory.mktemp("task") / "spam.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+    return TaskRef(name=str(path))
+
+
+@pytest.fixture(scope="module")
+def glove_rows(shared_data_dir) -> tuple[list[str], np.ndarray]:
+    """The first MODULE_WORDS real GloVe words that are single tokens, and their vectors."""
+    source = shared_data_dir / "embeddings" / "glove-6b-50d-top50k"
+    words = (source / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    vectors = np.load(source / "vectors.npy")
+    keep = [i for i, w in enumerate(words[:len(vectors)]) if tokenize(w) == [w]][:MODULE_WORDS]
+    return [words[i] for i in keep], vectors[keep]
+
+
+@pytest.fixture(scope="module")
+def handles(glove_rows, tmp_path_factory) -> dict[str, str]:
+    directory = str(tmp_path_factory.mktemp("module") / "glove")
+    return {"glove": export_text_module(directory, *glove_rows)}
+
+
+def make_config(**overrides) -> Config:
+    values = dict(module="glove", fine_tune=False, num_layers=1, layer_size=32, activation="relu",
+                  normalization="none", dropout=0.0, deep_learning_rate=0.1, deep_l2=0.0,
+                  wide_learning_rate=0.1, wide_l1=0.0, train_samples=10000)
+    values.update(overrides)
+    return Config(**values)
+
+
+def majority_accuracy(task: TaskRef) -> float:
+    feats = task_features(task)
+    return float(np.mean(feats.labels["valid"] == feats.majority_class))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(fine_tune=False), dict(fine_tune=True), dict(deep_l2="disable"),
+    dict(wide_l1="disable", num_layers=2, normalization="batch", dropout=0.1),
+], ids=["frozen", "fine-tuned", "wide-only", "deep-only"])
+def test_child_beats_majority_class(task, handles, overrides):
+    result = evaluate(make_config(**overrides), task, handles, seed=0)
+    assert result.status == Status.COMPLETED, result.error
+    assert result.steps == 100
+    assert result.valid_accuracy > majority_accuracy(task)
+    assert result.train_time_s > 0 and result.eval_time_s > 0
+
+
+def test_both_towers_disabled_predicts_majority_class(task, handles):
+    result = evaluate(make_config(deep_l2="disable", wide_l1="disable"), task, handles, seed=0)
+    feats = task_features(task)
+    assert result.status == Status.COMPLETED and result.steps == 0
+    assert result.valid_accuracy == majority_accuracy(task)
+    assert result.test_accuracy == float(np.mean(feats.labels["test"] == feats.majority_class))
+
+
+def test_exploding_child_is_diverged(task, glove_rows, tmp_path):
+    # Adagrad's step is bounded by the learning rate, so no configuration of the space has made a
+    # child diverge here on its own; a real module with huge (finite) vectors makes the forward
+    # pass overflow, as a badly scaled module would.
+    words, vectors = glove_rows
+    huge = export_text_module(str(tmp_path / "huge"), words, vectors * 1e36)
+    config = make_config(num_layers=3, layer_size=256, deep_learning_rate=3.0, wide_learning_rate=3.0,
+                         train_samples=1000)
+    result = evaluate(config, task, {"glove": huge}, seed=0)
+    assert result.status == Status.DIVERGED
+    assert result.valid_accuracy == 0.0 and result.test_accuracy == 0.0 and result.reward == 0.0
+
+
+def test_missing_module_directory_is_failed_with_its_error(task, tmp_path):
+    result = evaluate(make_config(), task, {"glove": str(tmp_path / "nowhere")}, seed=0)
+    assert result.status == Status.FAILED and result.reward == 0.0
+    assert result.error.startswith("ModuleError:") and "does not exist" in result.error
+    assert "\n" not in result.error
+
+
+def test_unknown_task_propagates_user_error(handles, tmp_path):
+    with pytest.raises(UserError):
+        evaluate(make_config(), TaskRef(str(tmp_path / "missing.csv")), handles, seed=0)
+
+
+def test_same_seed_same_metrics(task, handles):
+    config = make_config(fine_tune=True, num_layers=2, normalization="batch", dropout=0.3,
+                         train_samples=3000)
+    first, second = (evaluate(config, task, handles, seed=7) for _ in range(2))
+    assert first.status == Status.COMPLETED
+    assert (first.valid_accuracy, first.test_accuracy, first.steps) == \
+        (second.valid_accuracy, second.test_accuracy, second.steps)
+    a = WideDeepChild(config, task_features(task), module_features(task, handles["glove"]), seed=3)
+    b = WideDeepChild(config, task_features(task), module_features(task, handles["glove"]), seed=3)
+    batches = np.random.default_rng(0).integers(len(task_features(task).labels["train"]), size=(20, 100))
+    np.testing.assert_array_equal(a.train_and_score(batches)[2], b.train_and_score(batches)[2])
+
+
+def test_frozen_features_equal_module_output(task, handles):
+    feats = module_features(task, handles["glove"])
+    module = load_module(handles["glove"])
+    for split in ("train", "valid"):
+        expected = module(tf.constant(task_features(task).texts[split])).numpy()
+        np.testing.assert_allclose(feats.frozen[split], expected, rtol=1e-5, atol=1e-6)
+    assert module_features(task, handles["glove"]) is feats  # computed once, reused
+
+
+def test_fine_tuning_changes_only_restricted_rows_of_batch_tokens(task, handles):
+    feats, mod = task_features(task), module_features(task, handles["glove"])
+    assert mod.table.shape[0] < MODULE_WORDS  # restricted to tokens of the task
+    before_module = load_module(handles["glove"]).embeddings.numpy().copy()
+    child = WideDeepChild(make_config(fine_tune=True, wide_l1="disable"), feats, mod, seed=0)
+    batches = np.random.default_rng(1).integers(len(feats.labels["train"]), size=(5, 100))
+    steps, finite, _, _ = child.train_and_score(batches)
+    assert steps == 5 and finite
+    changed = np.flatnonzero(np.any(child.table.numpy() != mod.table, axis=1))
+    bags = mod.bags["train"]
+    used = {int(i) for d in np.unique(batches) for i in bags.values[bags.row_splits[d]:bags.row_splits[d + 1]]}
+    assert len(changed) > 0 and set(changed.tolist()) <= used
+    np.testing.assert_array_equal(load_module(handles["glove"]).embeddings.numpy(), before_module)
+
+
+def test_evaluate_and_task_ref_are_picklable(task):
+    assert pickle.loads(pickle.dumps(evaluate)) is evaluate
+    assert pickle.loads(pickle.dumps(task)) == task
+    assert pickle.loads(pickle.dumps(dataclasses.replace(task, split_seed=3))).split_seed == 3
+
+
+@pytest.fixture(scope="module")
+def generic_handle(glove_rows, tmp_path_factory) -> str:
+    """The same real rows as a module without `token_ids`: like a TF-Hub module, only __call__."""
+    directory = tmp_path_factory.mktemp("generic")
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(glove_rows[0]) + "\n", encoding="utf-8")
+    module = TextEmbeddingModule(str(vocab_file), glove_rows[1])
+    module.token_ids = None  # not exported: the child must take the generic path
+    tf.saved_model.save(module, str(directory / "module"), signatures={"default": module.__call__})
+    return str(directory / "module")
+
+
+def test_generic_module_frozen_and_fine_tuned(task, handles, generic_handle):
+    generic = module_features(task, generic_handle)
+    assert not generic.restricted
+    np.testing.assert_allclose(generic.frozen["valid"], module_features(task, handles["glove"]).frozen["valid"],
+                               rtol=1e-5, atol=1e-6)
+    shared = load_module(generic_handle).embeddings
+    before = shared.numpy().copy()
+    for fine_tune in (False, True):
+        result = evaluate(make_config(fine_tune=fine_tune, train_samples=2000), task,
+                          {"glove": generic_handle}, seed=0)
+        assert result.status == Status.COMPLETED and result.steps == 20, result.error
+        assert result.valid_accuracy > majority_accuracy(task)
+    np.testing.assert_array_equal(shared.numpy(), before)  # the shared module is left as loaded
