@@ -26,6 +26,7 @@ from pathlib import Path  # noqa: E402
 from typing import Callable, Sequence  # noqa: E402
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 # None of these imports TensorFlow: bad flags, task names and resume settings are refused in a
 # second; TensorFlow comes with the first trial (or the offline module build).
@@ -49,13 +50,17 @@ PRETRAIN_TASKS = ["airline", "news_aggregator", "political_message", "primary_em
                   "us_economy"]
 DEFAULT_TRIALS = 40  # per task: the default multitask run takes about 15 minutes on 2 cores
 
-flags.DEFINE_enum("mode", "multitask", ["random", "single", "multitask", "transfer", "report"],
+flags.DEFINE_enum("mode", "multitask", ["random", "single", "multitask", "transfer", "protocol",
+                                        "report"],
                   "What to run. random: random search (the paper's RS baseline). single: one "
                   "controller per task (NAML). multitask: one controller over all --tasks, each "
                   "trial's task drawn uniformly, task embeddings the only task-specific weights. "
                   "transfer: load --controller_dir, add a fresh task embedding per task, train on "
-                  "(T-NAML). report: write <experiment_dir>/report.md with figures from every run "
-                  "found under --experiment_dir.")
+                  "(T-NAML). protocol: the paper's whole experiment from --protocol_config "
+                  "(pre-training, then random/single/transfer on held-out tasks over seeds), "
+                  "every run in its own folder under --experiment_dir, then the report. report: "
+                  "write <experiment_dir>/report.md with figures from every run found under "
+                  "--experiment_dir.")
 flags.DEFINE_list("tasks", PRETRAIN_TASKS, "Comma-separated tasks: registered names (see "
                   "datasets/tasks.yaml, read from --data_dir) or paths to .csv/.csv.gz files with "
                   "columns text,label[,split]. Default: the paper's pre-training tasks we have.")
@@ -71,6 +76,9 @@ flags.DEFINE_enum("preset", "default", sorted(PRESETS), "Controller settings: 'd
                   f"(learning rate {PRESETS['default']['learning_rate']}, measured to learn within "
                   f"a few hundred trials: docs/method.md) or 'paper' (learning rate "
                   f"{PRESETS['paper']['learning_rate']}, as in the paper).")
+flags.DEFINE_string("protocol_config", str(paths.REPO_ROOT / "configs" / "protocol.yaml"),
+                    "--mode=protocol: YAML file with pretrain_tasks, transfer_tasks, "
+                    "pretrain_trials, transfer_trials, seeds, methods, parallel_runs.")
 flags.DEFINE_float("learning_rate", None, "Controller learning rate; overrides --preset.")
 flags.DEFINE_float("entropy_weight", None, "Controller entropy bonus weight; overrides --preset.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard logs under "
@@ -213,14 +221,35 @@ def _report() -> int:
     return 0
 
 
+def _protocol() -> int:
+    from automl_transfer.protocol import ProtocolConfig, run_protocol
+    config = ProtocolConfig.from_yaml(FLAGS.protocol_config)
+    passed = [f"--{name}={value}" for name, value in (
+        ("data_dir", FLAGS.data_dir), ("cache_dir", FLAGS.cache_dir), ("modules", FLAGS.modules),
+        ("preset", FLAGS.preset), ("learning_rate", FLAGS.learning_rate),
+        ("entropy_weight", FLAGS.entropy_weight)) if value is not None]
+    passed += [f"--module_handles={','.join(FLAGS.module_handles)}"] if FLAGS.module_handles else []
+    failures = run_protocol(config, FLAGS.experiment_dir, passed,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    _report()
+    for line in failures:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def _run(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise UserError(f"unexpected argument {argv[1]!r} (flags look like --name=value)")
     if FLAGS.experiment_dir is None:
         FLAGS.experiment_dir = str(Path("experiments") / FLAGS.mode) if FLAGS.mode != "report" \
             else "experiments"
+    if FLAGS.mode == "protocol" and FLAGS.overwrite:
+        raise UserError("--overwrite is not supported with --mode=protocol: remove the "
+                        "protocol's directory to start afresh")
     if FLAGS.mode == "report":
         return _report()
+    if FLAGS.mode == "protocol":
+        return _protocol()
     if FLAGS.mode == "transfer" and not FLAGS.controller_dir:
         raise UserError("--mode=transfer needs --controller_dir: the controller/ folder of a "
                         "multitask (or single-task) run")
@@ -258,6 +287,7 @@ def _run(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str]) -> int:
     """absl entry: user errors as one line (exit 2), Ctrl-C keeps what finished (exit 130)."""
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes drown the progress
+    absl_logging.set_verbosity(absl_logging.WARNING)  # SavedModel writes log INFO lines per save
     try:
         return _run(argv)
     except UserError as err:

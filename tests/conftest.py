@@ -1,8 +1,11 @@
 """Shared fixtures: the real datasets directory and tiny real tasks and modules cut from it."""
+import csv
+import gzip
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,3 +22,16 @@ def shared_data_dir() -> Path:
     if not (root / "text").is_dir():
         pytest.fail(f"real datasets not found at {root}: set {paths.DATA_DIR_ENV}")
     return root
+
+
+def write_task_sample(data_dir: Path, task: str, rows: int, destination: Path, seed: int = 0
+                      ) -> Path:
+    """Write `rows` seeded random rows of a real task to `destination` (CSV: text,label)."""
+    with gzip.open(data_dir / "text" / task / "data.csv.gz", "rt", encoding="utf-8") as f:
+        records = list(csv.DictReader(f))
+    picked = np.random.default_rng(seed).choice(len(records), rows, replace=False)
+    with open(destination, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([records[i]["text"], records[i]["label"]] for i in picked)
+    return destination

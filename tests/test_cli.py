@@ -4,8 +4,6 @@ Tasks are 200 real rows of sms_spam and subj written to CSV files; the module is
 TextEmbeddingModule of the 2000 most frequent GloVe words. The seed is picked so every trial of
 the budget trains at most 100 steps, which keeps each CLI run to seconds.
 """
-import csv
-import gzip
 import os
 import signal
 import sqlite3
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_task_sample
 
 from automl_transfer.experiment import task_schedule
 from automl_transfer.modules.text_embedding import export_text_module
@@ -31,13 +30,7 @@ TASKS = ["sms_spam", "subj"]
 def workdir(tmp_path_factory, shared_data_dir) -> Path:
     root = tmp_path_factory.mktemp("cli")
     for name in TASKS:
-        with gzip.open(shared_data_dir / "text" / name / "data.csv.gz", "rt", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        picked = np.random.default_rng(0).choice(len(rows), 200, replace=False)
-        with open(root / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "label"])
-            writer.writerows([rows[i]["text"], rows[i]["label"]] for i in picked)
+        write_task_sample(shared_data_dir, name, 200, root / f"{name}.csv")
     glove = shared_data_dir / "embeddings" / "glove-6b-50d-top50k"
     vocab = (glove / "vocab.txt").read_text(encoding="utf-8").splitlines()[:2000]
     export_text_module(str(root / "glove2k"), vocab, np.load(glove / "vectors.npy")[:2000])

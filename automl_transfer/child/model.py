@@ -12,7 +12,10 @@ fixes the result.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Iterator
+
 import numpy as np
 import tensorflow as tf
 
@@ -22,9 +25,19 @@ from automl_transfer.search_space import Config
 
 BATCH_SIZE = 100
 EVAL_CHUNK = 1000  # documents scored at once
+# Up to this many steps, Grappler's graph optimisation of the child's graph costs more than it
+# saves (measured: ~0.1 s per trial saved, the run of a short trial slowed by far less).
+GRAPPLER_MIN_STEPS = 301
 _NORM_EPSILON = 1e-3
 _BATCH_NORM_MOMENTUM = 0.9  # the shortest children train 10 steps: 0.99 would barely move the stats
-_ACTIVATIONS = {"relu": tf.nn.relu, "swish": tf.nn.silu}
+
+
+def _swish(h: tf.Tensor) -> tf.Tensor:
+    """x * sigmoid(x) in plain ops: tf.nn.silu's custom gradient is slow to trace."""
+    return h * tf.sigmoid(h)
+
+
+_ACTIVATIONS = {"relu": tf.nn.relu, "swish": _swish}
 
 
 def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> tf.Variable:
@@ -36,10 +49,27 @@ def _zeros(*shape: int) -> tf.Variable:
     return tf.Variable(np.zeros(shape, np.float32))
 
 
+@contextlib.contextmanager
+def _grappler(enabled: bool) -> Iterator[None]:
+    """Run tf.functions first called inside with Grappler on or off, then restore the setting.
+    (A function keeps the instantiation it got; the option only matters at its first call.)"""
+    previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not enabled})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+
+
 def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, mean: bool) -> tf.Tensor:
-    """Sum (or mean) of each document's rows; the table's gradient is sparse (IndexedSlices)."""
-    num_docs = tf.shape(row_splits)[0] - 1
-    segments = tf.ragged.row_splits_to_segment_ids(row_splits, out_type=tf.int64)
+    """Sum (or mean) of each document's rows; the table's gradient is sparse (IndexedSlices).
+
+    Raw ragged kernels, not tf.ragged helpers: those build dozens of small ops per call, and
+    tracing them dominated the setup of short trials.
+    """
+    num_docs = tf.size(row_splits) - 1
+    segments = tf.raw_ops.RaggedTensorToSparse(rt_nested_splits=[row_splits],
+                                               rt_dense_values=values).sparse_indices[:, 0]
     sums = tf.math.unsorted_segment_sum(tf.gather(table, values), segments, num_docs)
     if not mean:
         return sums
@@ -48,8 +78,10 @@ def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, me
 
 
 def _gather_bags(values: tf.Tensor, row_splits: tf.Tensor, docs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    batch = tf.gather(tf.RaggedTensor.from_row_splits(values, row_splits, validate=False), docs)
-    return batch.values, batch.row_splits
+    """Documents `docs` of a ragged set, in one kernel (see `_bag_lookup` on tracing cost)."""
+    (splits,), batch_values = tf.raw_ops.RaggedGather(
+        params_nested_splits=[row_splits], params_dense_values=values, indices=docs, OUTPUT_RAGGED_RANK=1)
+    return batch_values, splits
 
 
 def _gather(full: dict[str, tf.Tensor], docs: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -165,16 +197,16 @@ class WideDeepChild:
                 h = inputs["dense"]
             activation = _ACTIVATIONS[self.config.activation]
             for j, layer in enumerate(self.layers):
-                h = tf.matmul(h, layer["kernel"]) + layer["bias"]
+                h = tf.nn.bias_add(tf.matmul(h, layer["kernel"]), layer["bias"])
                 h = self._normalize(h, layer, training)
                 h = activation(h)
                 if training and self.config.dropout > 0:
                     seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 16 + j])
                     h = tf.nn.experimental.stateless_dropout(h, self.config.dropout, seed=seed)
-            parts.append(tf.matmul(h, self.out_kernel) + self.out_bias)
+            parts.append(tf.nn.bias_add(tf.matmul(h, self.out_kernel), self.out_bias))
         if self.wide:
-            parts.append(_bag_lookup(self.wide_table, inputs["wide"], inputs["wide_splits"], mean=False)
-                         + self.wide_bias)
+            parts.append(tf.nn.bias_add(
+                _bag_lookup(self.wide_table, inputs["wide"], inputs["wide_splits"], mean=False), self.wide_bias))
         return tf.add_n(parts)
 
     def _normalize(self, h: tf.Tensor, layer: dict[str, tf.Variable], training: bool) -> tf.Tensor:
@@ -235,7 +267,8 @@ class WideDeepChild:
         Returns (steps run, whether loss, weights and logits all stayed finite, valid logits,
         test logits).
         """
-        steps, loss, logits = self._run_fn(tf.constant(batches, tf.int32))
+        with _grappler(enabled=len(batches) >= GRAPPLER_MIN_STEPS):
+            steps, loss, logits = self._run_fn(tf.constant(batches, tf.int32))
         logits = logits.numpy()
         # An infinite accumulator means a squared gradient overflowed: training blew up even if
         # the weights stayed finite (the step size then collapses to zero).

@@ -25,6 +25,12 @@ from automl_transfer.searchers.normaliser import ALPHA, RewardNormaliser
 from automl_transfer.searchers.presets import PRESETS, resolve_settings  # noqa: F401 (re-export)
 from automl_transfer.trial import Trial
 
+
+def _check_tasks(tasks: Sequence[str]) -> None:
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise UserError(f"a controller needs distinct task names, got {list(tasks)}")
+
+
 class ControllerSearcher(Searcher):
     """One controller shared by `tasks` (the multitask searcher; also the unit of the others)."""
 
@@ -35,8 +41,7 @@ class ControllerSearcher(Searcher):
                  learning_rate: float | None = None, entropy_weight: float | None = None,
                  preset: str = "default", alpha: float = ALPHA):
         super().__init__(space, seed)
-        if not tasks or len(set(tasks)) != len(tasks):
-            raise UserError(f"a controller needs distinct task names, got {list(tasks)}")
+        _check_tasks(tasks)
         self.preset = preset
         self.learning_rate, self.entropy_weight = resolve_settings(preset, learning_rate,
                                                                    entropy_weight)
@@ -232,15 +237,14 @@ class PerTaskControllerSearcher(Searcher):
     state_dirname = "controller"
 
     def __init__(self, space: SearchSpace, seed: int, tasks: Sequence[str],
-                 learning_rate: float | None = None, entropy_weight: float | None = None,
-                 preset: str = "default", alpha: float = ALPHA):
+                 **controller_settings: Any):
+        """`controller_settings`: learning_rate, entropy_weight, preset, alpha, as for
+        ControllerSearcher; every task's controller gets the same."""
         super().__init__(space, seed)
-        if not tasks or len(set(tasks)) != len(tasks):
-            raise UserError(f"a controller needs distinct task names, got {list(tasks)}")
+        _check_tasks(tasks)
         self.controllers: dict[str, ControllerSearcher] = {}
         for i, task in enumerate(tasks):
-            controller = ControllerSearcher(space, seed * 1000 + i, [task], learning_rate,
-                                            entropy_weight, preset, alpha)
+            controller = ControllerSearcher(space, seed * 1000 + i, [task], **controller_settings)
             controller.name = self.name
             self.controllers[task] = controller
 

@@ -1,0 +1,109 @@
+"""The protocol end to end through the CLI: multitask pre-training, then random, single and
+transfer runs on a held-out task, then the report; and config errors.
+
+Real child, real tiny tasks (real rows of real tasks in CSV files) and a real tiny module.
+"""
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_task_sample
+import yaml
+
+from automl_transfer.errors import UserError
+from automl_transfer.modules.text_embedding import export_text_module
+from automl_transfer.protocol import ProtocolConfig, plan
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRETRAIN = ["sms_spam", "subj"]
+HELD_OUT = "customer_reviews"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, shared_data_dir) -> Path:
+    root = tmp_path_factory.mktemp("protocol")
+    for name in PRETRAIN + [HELD_OUT]:
+        write_task_sample(shared_data_dir, name, 150, root / f"{name}.csv", seed=1)
+    glove = shared_data_dir / "embeddings" / "glove-6b-50d-top50k"
+    vocab = (glove / "vocab.txt").read_text(encoding="utf-8").splitlines()[:1000]
+    export_text_module(str(root / "glove1k"), vocab, np.load(glove / "vectors.npy")[:1000])
+    config = {"pretrain_tasks": [str(root / f"{t}.csv") for t in PRETRAIN],
+              "transfer_tasks": [str(root / f"{HELD_OUT}.csv")], "pretrain_trials": 2,
+              "transfer_trials": 2, "seeds": [3], "parallel_runs": 2}
+    (root / "protocol.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def _protocol(workdir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, str(REPO_ROOT / "run_experiment.py"), "--mode=protocol",
+               f"--protocol_config={workdir / 'protocol.yaml'}",
+               f"--experiment_dir={workdir / 'exp'}", f"--module_handles=glove={workdir / 'glove1k'}"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+
+
+def _trials(run_dir: Path) -> list[tuple]:
+    db = sqlite3.connect(run_dir / "trials.sqlite")
+    try:
+        return db.execute("SELECT trial_id, task, searcher, status, finished_at FROM trials "
+                          "ORDER BY trial_id").fetchall()
+    finally:
+        db.close()
+
+
+def test_protocol_runs_every_mode_then_reports_and_resumes(workdir):
+    result = _protocol(workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    exp = workdir / "exp"
+    pretrain = _trials(exp / "pretrain" / "seed3")
+    assert len(pretrain) == 4 and {row[2] for row in pretrain} == {"multitask"}
+    assert sorted({row[1] for row in pretrain}) == PRETRAIN
+    for method in ("random", "single", "transfer"):
+        rows = _trials(exp / method / HELD_OUT / "seed3")
+        assert [(r[0], r[1], r[2]) for r in rows] == [(0, HELD_OUT, method), (1, HELD_OUT, method)]
+        assert all(r[3] in ("completed", "diverged", "failed") for r in rows)
+    # The transferred controller knows the pre-training tasks plus the new one.
+    saved = (exp / "transfer" / HELD_OUT / "seed3" / "controller" / "controller.json").read_text()
+    assert all(f'"{t}"' in saved for t in PRETRAIN + [HELD_OUT])
+    report = (exp / "report.md").read_text()
+    assert "## Table 1" in report and f"| {HELD_OUT} |" in report
+    assert (exp / "learning_curves_test.png").stat().st_size > 1000
+    # A rerun resumes: nothing is trained again.
+    before = _trials(exp / "transfer" / HELD_OUT / "seed3")
+    assert _protocol(workdir).returncode == 0
+    assert _trials(exp / "transfer" / HELD_OUT / "seed3") == before
+
+
+def test_protocol_plan_lays_out_runs_and_orders_pretraining_first(tmp_path):
+    config = ProtocolConfig(pretrain_tasks=("a", "b"), transfer_tasks=("c", "/data/d.csv.gz"),
+                            pretrain_trials=3, transfer_trials=4, seeds=(0, 1))
+    runs = plan(config, tmp_path)
+    assert len(runs) == 2 * (1 + 3 * 2)
+    names = [str(r.directory.relative_to(tmp_path)) for r in runs]
+    assert names[0] == "pretrain/seed0" and "transfer/d/seed1" in names
+    transfer = next(r for r in runs if r.directory == tmp_path / "transfer" / "c" / "seed1")
+    assert transfer.after == tmp_path / "pretrain" / "seed1"
+    assert f"--controller_dir={tmp_path / 'pretrain' / 'seed1' / 'controller'}" in transfer.flags
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pretrain_tasks: [a]\ntransfer_tasks: [a]\npretrain_trials: 1\ntransfer_trials: 1\nseeds: [0]",
+     "both pre-training and transfer tasks"),
+    ("pretrain_tasks: [a]\ntransfer_tasks: [b]\npretrain_trials: 1\ntransfer_trials: 1\n"
+     "seeds: [0]\nmethods: [grid]", "unknown methods ['grid']"),
+    ("pretrain_tasks: [a]\ntransfer_tasks: [b]\npretrain_trials: 1\ntransfer_trials: 1\n"
+     "seeds: [0]\nbudget: 3", "unknown settings ['budget']"),
+    ("pretrain_tasks: [a]\ntransfer_tasks: [b]\npretrain_trials: 0\ntransfer_trials: 1\nseeds: [0]",
+     "must be positive"),
+    ("- just a list", "a mapping of settings"),
+])
+def test_bad_protocol_configs_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=".*") as err:
+        ProtocolConfig.from_yaml(path)
+    assert str(path) in str(err.value) and message in str(err.value)
