@@ -176,3 +176,40 @@ def test_generic_module_frozen_and_fine_tuned(task, handles, generic_handle):
         assert result.status == Status.COMPLETED and result.steps == 20, result.error
         assert result.valid_accuracy > majority_accuracy(task)
     np.testing.assert_array_equal(shared.numpy(), before)  # the shared module is left as loaded
+
+
+def test_bag_helpers_match_numpy():
+    from automl_transfer.child.features import Bags, mean_rows
+    from automl_transfer.child.model import _bag_lookup, _gather_bags
+
+    bags = Bags.from_lists([[0, 2, 2], [], [1], [3, 0]])  # an empty document and a repeat
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    docs = tf.constant([3, 1, 3, 0], tf.int32)
+    values, splits = _gather_bags(tf.constant(bags.values), tf.constant(bags.row_splits), docs)
+    expected = [bags.values[bags.row_splits[d]:bags.row_splits[d + 1]] for d in docs.numpy()]
+    np.testing.assert_array_equal(values, np.concatenate(expected))
+    np.testing.assert_array_equal(splits, np.cumsum([0] + [len(e) for e in expected]))
+    np.testing.assert_allclose(_bag_lookup(tf.constant(table), tf.constant(bags.values),
+                                           tf.constant(bags.row_splits), mean=True), mean_rows(table, bags))
+    sums = _bag_lookup(tf.constant(table), values, splits, mean=False).numpy()
+    np.testing.assert_allclose(sums, [table[e].sum(axis=0) for e in expected])
+
+
+def test_swish_is_silu():
+    from automl_transfer.child.model import _ACTIVATIONS
+
+    h = tf.constant(np.linspace(-8, 8, 33, dtype=np.float32))
+    np.testing.assert_allclose(_ACTIVATIONS["swish"](h), tf.nn.silu(h), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("steps", [10, 1000], ids=["short-grappler-off", "long-grappler-on"])
+def test_grappler_setting_is_restored_and_trials_stay_deterministic(task, handles, steps):
+    from automl_transfer.child.model import GRAPPLER_MIN_STEPS
+
+    assert 10 < GRAPPLER_MIN_STEPS <= 1000  # the two cases take the two paths
+    config = make_config(normalization="batch", dropout=0.2, train_samples=steps * 100)
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    first, second = (evaluate(config, task, handles, seed=5) for _ in range(2))
+    assert first.status == Status.COMPLETED and first.steps == steps, first.error
+    assert (first.valid_accuracy, first.test_accuracy) == (second.valid_accuracy, second.test_accuracy)
+    assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False) == before
