@@ -104,6 +104,16 @@ def test_full_report_has_table_figures_and_configs(experiment):
     target = np.mean([top10(runs["random", "airline", s], 40)[0] for s in (0, 1)])
     assert f"{100 * target:.1f}" in airline_row
     assert "not reached within 30 (0/2 seeds reached)" in airline_row  # NAML is worse than RS
+    assert "| not reached, not reached |" in airline_row
+    # T-NAML's speed-up per seed pair, computed independently from the RS and T-NAML stores.
+    expected = []
+    for seed in (0, 1):
+        rs = [top10(runs["random", "airline", seed], k)[0] for k in range(1, 41)]
+        tnaml = [top10(runs["transfer", "airline", seed], k)[0] for k in range(1, 26)]
+        rs_needed = next(k for k, v in enumerate(rs, 1) if v >= rs[-1])
+        tnaml_needed = next(k for k, v in enumerate(tnaml, 1) if v >= rs[-1])
+        expected.append(f"×{rs_needed / tnaml_needed:.1f}")
+    assert f"| {', '.join(expected)} |" in airline_row
 
     figures = sorted(p.name for p in root.glob("*.png"))
     assert figures == sorted([

@@ -58,8 +58,11 @@ def _table1_section(groups: Groups, top_n: int, notes: list[str]) -> list[str]:
     return lines + [
         f"Target: random search's validation accuracy-top{top_n} at its full budget (mean over "
         "its seeds). Trials to target: first trial at which the method's validation "
-        f"accuracy-top{top_n} reaches it (mean ± 2 s.e.m. over seeds). Test accuracy-top{top_n} "
-        "(%) at the fixed budget, the smallest budget common to every run of the task, "
+        f"accuracy-top{top_n} reaches it (mean ± 2 s.e.m. over seeds). Speed-up over RS, per "
+        "seed pair (seed k of the method against seed k of RS, each against that RS run's own "
+        f"final accuracy-top{top_n}): RS trials to reach it / the method's trials to reach it. "
+        f"Test accuracy-top{top_n} (%) at the fixed budget, the smallest budget common to every "
+        "run of the task, "
         "± 2 s.e.m. (across seeds, or across the top-N trials when there is one seed, as noted).",
         "", markdown.table1(rows, top_n), ""]
 

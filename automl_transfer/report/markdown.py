@@ -31,6 +31,13 @@ def trials_needed(needed: TrialsNeeded | None) -> str:
     return f"{mean:.0f} ± {2 * sem:.0f}"
 
 
+def speedups(values: Sequence[float | None] | None) -> str:
+    """'×3.1, ×5.0' per seed pair; a seed that never reached the target says so in words."""
+    if values is None:
+        return "no runs"
+    return ", ".join(f"×{v:.1f}" if v is not None else "not reached" for v in values)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -38,14 +45,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def table1(rows: Sequence[Table1Row], n: int) -> str:
-    """The paper's Table 1: trials to RS's validation top-N, and test top-N at a fixed budget."""
+    """The paper's Table 1: trials to RS's validation top-N, speed-up, test top-N at a budget."""
     header = ["task", "RS budget", f"RS valid top-{n} (target)"]
     header += [f"{method_label(m)} trials to target" for m in (SINGLE, TRANSFER)]
+    header += [f"{method_label(m)} speed-up over RS" for m in (SINGLE, TRANSFER)]
     header += ["fixed budget"] + [f"{method_label(m)} test top-{n}" for m in TABLE_METHODS]
     body = []
     for row in rows:
         cells = [row.task, str(row.rs_budget), f"{100 * row.target:.1f}"]
         cells += [trials_needed(row.trials_needed.get(m)) for m in (SINGLE, TRANSFER)]
+        cells += [speedups(row.speedups.get(m)) for m in (SINGLE, TRANSFER)]
         cells.append(str(row.fixed_budget))
         for method in TABLE_METHODS:
             estimate = row.test_at_budget.get(method)

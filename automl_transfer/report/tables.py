@@ -1,5 +1,5 @@
-"""Table 1 of the paper as numbers: trials to reach RS's accuracy-topN, and test accuracy-topN
-at a fixed budget, per task. Formatting lives in markdown.py.
+"""Table 1 of the paper as numbers: trials to reach RS's accuracy-topN, speed-up over RS, and
+test accuracy-topN at a fixed budget, per task. Formatting lives in markdown.py.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from automl_transfer.metrics import top_n_curve, trials_to_target
+from automl_transfer.metrics import speedup, top_n_curve, trials_to_target
 from automl_transfer.trial import Trial
 
 RANDOM, SINGLE, TRANSFER = "random", "single", "transfer"
@@ -44,6 +44,7 @@ class Table1Row:
     rs_budget: int
     target: float                            # RS validation accuracy-topN at its full budget
     trials_needed: dict[str, TrialsNeeded]   # single / transfer, where runs exist
+    speedups: dict[str, tuple[float | None, ...]]  # single / transfer: per seed pair, None = not reached
     fixed_budget: int                        # smallest budget common to every run of the task
     test_at_budget: dict[str, Estimate]      # random / single / transfer, where runs exist
 
@@ -69,14 +70,17 @@ def table1_row(task: str, by_method: Mapping[str, Sequence[Sequence[Trial]]], n:
     """One task's row. `by_method` maps method -> finished trials per seed; needs RANDOM."""
     rs_curves = [top_n_curve(trials, n) for trials in by_method[RANDOM]]
     target = float(np.mean([c.valid[-1] for c in rs_curves]))
-    needed = {}
+    needed, speedups = {}, {}
     for method in (SINGLE, TRANSFER):
         if by_method.get(method):
             per_seed = tuple(trials_to_target(top_n_curve(trials, n), target)
                              for trials in by_method[method])
             needed[method] = TrialsNeeded(per_seed, max(len(t) for t in by_method[method]))
+            # Seeds are paired in run order (seed0 with seed0, ...), each against its own RS.
+            speedups[method] = tuple(speedup(rs, x, n)
+                                     for rs, x in zip(by_method[RANDOM], by_method[method]))
     present = [m for m in TABLE_METHODS if by_method.get(m)]
     fixed_budget = min(len(trials) for m in present for trials in by_method[m])
     tests = {m: accuracy_at_budget(by_method[m], fixed_budget, n) for m in present}
     return Table1Row(task=task, rs_budget=max(len(t) for t in by_method[RANDOM]), target=target,
-                     trials_needed=needed, fixed_budget=fixed_budget, test_at_budget=tests)
+                     trials_needed=needed, speedups=speedups, fixed_budget=fixed_budget, test_at_budget=tests)
