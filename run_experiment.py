@@ -99,6 +99,11 @@ flags.DEFINE_list("module_handles", [], "Use exactly these modules instead of th
                   "Nothing is built. Example: --module_handles=glove=/tmp/glove_module")
 flags.DEFINE_boolean("overwrite", False, "Delete the run already in --experiment_dir and start afresh "
                      "instead of resuming it.")
+flags.DEFINE_string("report_decision", "module", "--mode=report: the decision whose option "
+                    "probabilities over trials are plotted (a search-space field, e.g. "
+                    "num_layers, train_samples).")
+flags.DEFINE_integer("report_window", 50, "--mode=report: sliding window, in trials, of the "
+                     "option-probability figure.", lower_bound=1)
 flags.DEFINE_integer("max_in_flight", 1, "Trials evaluated at once: 1 runs them one by one in this "
                      "process; more uses that many worker processes.", lower_bound=1)
 
@@ -216,7 +221,8 @@ def _ensure_built(modules: Sequence[str], data_dir: Path) -> None:
 
 def _report() -> int:
     from automl_transfer.report import write_report
-    path = write_report(FLAGS.experiment_dir)
+    path = write_report(FLAGS.experiment_dir, decision=FLAGS.report_decision,
+                        window=FLAGS.report_window)
     print(f"report written to {path}")
     return 0
 

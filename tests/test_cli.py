@@ -153,7 +153,8 @@ def test_help_explains_every_flag():
     result = _cli([sys.executable, str(REPO_ROOT / "run_experiment.py"), "--help"])
     assert result.returncode == 0
     for flag in ("mode", "tasks", "trials", "experiment_dir", "seed", "data_dir", "cache_dir",
-                 "modules", "module_handles", "overwrite", "max_in_flight"):
+                 "modules", "module_handles", "overwrite", "max_in_flight", "report_decision",
+                 "report_window"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout
     assert "resumes" in result.stdout
 

@@ -38,12 +38,16 @@ def workdir(tmp_path_factory, shared_data_dir) -> Path:
     return root
 
 
-def _protocol(workdir: Path) -> subprocess.CompletedProcess:
+def _cli(*flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, str(REPO_ROOT / "run_experiment.py"), "--mode=protocol",
-               f"--protocol_config={workdir / 'protocol.yaml'}",
-               f"--experiment_dir={workdir / 'exp'}", f"--module_handles=glove={workdir / 'glove1k'}"]
+    command = [sys.executable, str(REPO_ROOT / "run_experiment.py"), *flags]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+
+
+def _protocol(workdir: Path) -> subprocess.CompletedProcess:
+    return _cli("--mode=protocol", f"--protocol_config={workdir / 'protocol.yaml'}",
+                f"--experiment_dir={workdir / 'exp'}",
+                f"--module_handles=glove={workdir / 'glove1k'}")
 
 
 def _trials(run_dir: Path) -> list[tuple]:
@@ -76,6 +80,15 @@ def test_protocol_runs_every_mode_then_reports_and_resumes(workdir):
     before = _trials(exp / "transfer" / HELD_OUT / "seed3")
     assert _protocol(workdir).returncode == 0
     assert _trials(exp / "transfer" / HELD_OUT / "seed3") == before
+    # The report's option figure follows --report_decision; an unknown one is one clear line.
+    result = _cli("--mode=report", f"--experiment_dir={exp}", "--report_decision=num_layers",
+                  "--report_window=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (exp / "option_probability_num_layers_transfer.png").stat().st_size > 1000
+    assert "decision 'num_layers'" in (exp / "report.md").read_text()
+    result = _cli("--mode=report", f"--experiment_dir={exp}", "--report_decision=colour")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown decision 'colour'")
 
 
 def test_protocol_plan_lays_out_runs_and_orders_pretraining_first(tmp_path):
