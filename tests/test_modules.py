@@ -151,6 +151,12 @@ def test_build_then_reuse_from_manifest(shared_data_dir, tmp_path):
     assert [p.name for p in (tmp_path / "modules").iterdir()] == ["en-glove-50"]  # no temp dirs
     module = get_module("en-glove-50", cache_dir=tmp_path)
     assert module(tf.constant(["king"])).shape == (1, 50)
+    # A build by older code, or from another recipe, is stale: it is rebuilt, not reused.
+    for field, value in (("build_format", build.BUILD_FORMAT - 1), ("recipe", {"source": "x"})):
+        (target / MANIFEST).write_text(json.dumps({**on_disk, field: value}))
+        build.ensure_offline_modules(shared_data_dir, tmp_path, ["en-glove-50"], log=logs.append)
+        assert "rebuilding" in logs[-3] and "built in" in logs[-1]
+        assert json.loads((target / MANIFEST).read_text())[field] == on_disk[field]
     # A directory without its manifest is an unfinished build: it is rebuilt.
     (target / MANIFEST).unlink()
     build.build_offline_modules(shared_data_dir, tmp_path, ["en-glove-50"], log=logs.append)

@@ -28,6 +28,10 @@ from automl_transfer.modules.text_embedding import export_text_module
 
 Log = Callable[[str], Any]
 
+# Bump when what a recipe produces changes (text normalisation, vocabulary rules, export format):
+# modules built by older code then no longer count as built and are rebuilt, not silently reused.
+BUILD_FORMAT = 2
+
 
 def _selected(names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     """Build recipes of the asked-for offline modules (all by default), in yaml order."""
@@ -45,6 +49,16 @@ def read_manifest(module_dir: str | Path) -> dict[str, Any] | None:
         return json.loads((Path(module_dir) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _stale_reason(manifest: dict[str, Any], recipe: dict[str, Any]) -> str | None:
+    """Why a finished build no longer matches what this code would build; None if it does."""
+    if manifest.get("build_format") != BUILD_FORMAT:
+        old = manifest.get("build_format", 1)
+        return f"built by an older version (format {old}, now {BUILD_FORMAT})"
+    if manifest.get("recipe") != recipe:
+        return "its recipe in hub_modules.yaml changed"
+    return None
 
 
 def _make_table(recipe: dict[str, Any], dim: int, data_dir: Path,
@@ -84,7 +98,8 @@ def _build_one(spec: registry.ModuleSpec, recipe: dict[str, Any], data_dir: Path
     export_text_module(str(staging), vocab, table)
     manifest = {"name": spec.name, "source": recipe["source"], "corpus": corpus,
                 "language": spec.language, "vocab_size": len(vocab), "dim": int(table.shape[1]),
-                "recipe": recipe, "build_seconds": round(time.perf_counter() - start, 2)}
+                "recipe": recipe, "build_format": BUILD_FORMAT,
+                "build_seconds": round(time.perf_counter() - start, 2)}
     manifest["size_bytes"] = _dir_size(staging)
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     if target.exists():  # --force, or a directory left without a manifest
@@ -108,9 +123,12 @@ def build_offline_modules(data_dir: str | Path | None = None, cache_dir: str | P
         spec = specs[name]
         Path(spec.handle).parent.mkdir(parents=True, exist_ok=True)
         manifest = None if force else read_manifest(spec.handle)
-        if manifest is not None:
+        stale = manifest and _stale_reason(manifest, recipe)
+        if manifest is not None and not stale:
             log(f"{name}: already built at {spec.handle} (reused)")
         else:
+            if stale:
+                log(f"{name}: {stale}: rebuilding")
             log(f"{name}: building ({recipe['source']}) ...")
             manifest = _build_one(spec, recipe, data_root, corpus_cache)
             log(f"{name}: built in {manifest['build_seconds']:.1f} s, vocabulary "
