@@ -98,19 +98,26 @@ def trials_to_target(curve: TopNCurve | Sequence[float], target: float) -> int |
     return int(reached[0]) + 1 if reached.size else None
 
 
-def speedup(rs_trials: Sequence[TrialLike], x_trials: Sequence[TrialLike],
+def _as_curve(trials_or_curve: TopNCurve | Sequence[TrialLike], n: int) -> TopNCurve:
+    if isinstance(trials_or_curve, TopNCurve):
+        return trials_or_curve
+    return top_n_curve(trials_or_curve, n)
+
+
+def speedup(rs: TopNCurve | Sequence[TrialLike], x: TopNCurve | Sequence[TrialLike],
             n: int = DEFAULT_TOP_N) -> float | None:
     """How many times fewer trials X needs than random search to reach RS's final top-N.
 
-    The target is random search's validation accuracy-topN at its full budget (the paper's
-    Table 1). RS's own cost is the first trial at which it got there (<= its budget). None means
-    X did not reach the target within its budget: report that as such, never as a number.
+    `rs` and `x` are trial lists or their TopNCurves (`n` applies to trial lists only). The
+    target is random search's validation accuracy-topN at its full budget (the paper's Table 1).
+    RS's own cost is the first trial at which it got there (<= its budget). None means X did not
+    reach the target within its budget: report that as such, never as a number.
     """
-    rs_curve = top_n_curve(rs_trials, n)
+    rs_curve = _as_curve(rs, n)
     if not rs_curve.num_trials:
         raise ValueError("speed-up needs at least one finished random-search trial")
     target = float(rs_curve.valid[-1])
-    x_needed = trials_to_target(top_n_curve(x_trials, n), target)
+    x_needed = trials_to_target(_as_curve(x, n), target)
     if x_needed is None:
         return None
     return trials_to_target(rs_curve, target) / x_needed

@@ -66,6 +66,9 @@ def test_speedup_and_not_reached():
     assert metrics.speedup(rs, [(0.75, 0)], n=1) == pytest.approx(3.0)
     assert metrics.speedup(rs, [(0.2, 0), (0.7, 0)], n=1) == pytest.approx(1.5)
     assert metrics.speedup(rs, [(0.6, 0)] * 10, n=1) is None
+    # Curves already computed give the same answer as the trial lists they came from.
+    curves = [metrics.top_n_curve(t, n=1) for t in (rs, [(0.2, 0), (0.7, 0)])]
+    assert metrics.speedup(*curves) == pytest.approx(1.5)
 
 
 def test_bad_n_and_empty_lists_are_errors():

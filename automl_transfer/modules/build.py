@@ -123,11 +123,11 @@ def build_offline_modules(data_dir: str | Path | None = None, cache_dir: str | P
         spec = specs[name]
         Path(spec.handle).parent.mkdir(parents=True, exist_ok=True)
         manifest = None if force else read_manifest(spec.handle)
-        stale = manifest and _stale_reason(manifest, recipe)
-        if manifest is not None and not stale:
+        stale = _stale_reason(manifest, recipe) if manifest is not None else None
+        if manifest is not None and stale is None:
             log(f"{name}: already built at {spec.handle} (reused)")
         else:
-            if stale:
+            if stale is not None:
                 log(f"{name}: {stale}: rebuilding")
             log(f"{name}: building ({recipe['source']}) ...")
             manifest = _build_one(spec, recipe, data_root, corpus_cache)

@@ -62,8 +62,8 @@ def _table1_section(groups: Groups, top_n: int, notes: list[str]) -> list[str]:
         "seed pair (seed k of the method against seed k of RS, each against that RS run's own "
         f"final accuracy-top{top_n}): RS trials to reach it / the method's trials to reach it. "
         f"Test accuracy-top{top_n} (%) at the fixed budget, the smallest budget common to every "
-        "run of the task, "
-        "± 2 s.e.m. (across seeds, or across the top-N trials when there is one seed, as noted).",
+        "run of the task, ± 2 s.e.m. (across seeds, or across the top-N trials when there is "
+        "one seed, as noted).",
         "", markdown.table1(rows, top_n), ""]
 
 

@@ -44,7 +44,8 @@ class Table1Row:
     rs_budget: int
     target: float                            # RS validation accuracy-topN at its full budget
     trials_needed: dict[str, TrialsNeeded]   # single / transfer, where runs exist
-    speedups: dict[str, tuple[float | None, ...]]  # single / transfer: per seed pair, None = not reached
+    speedups: dict[str, tuple[float | None, ...]]  # single / transfer, per seed pair (None:
+                                                   # not reached)
     fixed_budget: int                        # smallest budget common to every run of the task
     test_at_budget: dict[str, Estimate]      # random / single / transfer, where runs exist
 
@@ -68,19 +69,19 @@ def accuracy_at_budget(seeds: Sequence[Sequence[Trial]], budget: int, n: int) ->
 def table1_row(task: str, by_method: Mapping[str, Sequence[Sequence[Trial]]], n: int
                ) -> Table1Row:
     """One task's row. `by_method` maps method -> finished trials per seed; needs RANDOM."""
-    rs_curves = [top_n_curve(trials, n) for trials in by_method[RANDOM]]
-    target = float(np.mean([c.valid[-1] for c in rs_curves]))
+    curves = {m: [top_n_curve(trials, n) for trials in by_method[m]]
+              for m in TABLE_METHODS if by_method.get(m)}
+    target = float(np.mean([c.valid[-1] for c in curves[RANDOM]]))
     needed, speedups = {}, {}
     for method in (SINGLE, TRANSFER):
-        if by_method.get(method):
-            per_seed = tuple(trials_to_target(top_n_curve(trials, n), target)
-                             for trials in by_method[method])
+        if method in curves:
+            per_seed = tuple(trials_to_target(c, target) for c in curves[method])
             needed[method] = TrialsNeeded(per_seed, max(len(t) for t in by_method[method]))
             # Seeds are paired in run order (seed0 with seed0, ...), each against its own RS.
-            speedups[method] = tuple(speedup(rs, x, n)
-                                     for rs, x in zip(by_method[RANDOM], by_method[method]))
-    present = [m for m in TABLE_METHODS if by_method.get(m)]
-    fixed_budget = min(len(trials) for m in present for trials in by_method[m])
-    tests = {m: accuracy_at_budget(by_method[m], fixed_budget, n) for m in present}
+            speedups[method] = tuple(speedup(rs, x)
+                                     for rs, x in zip(curves[RANDOM], curves[method]))
+    fixed_budget = min(len(trials) for m in curves for trials in by_method[m])
+    tests = {m: accuracy_at_budget(by_method[m], fixed_budget, n) for m in curves}
     return Table1Row(task=task, rs_budget=max(len(t) for t in by_method[RANDOM]), target=target,
-                     trials_needed=needed, speedups=speedups, fixed_budget=fixed_budget, test_at_budget=tests)
+                     trials_needed=needed, speedups=speedups, fixed_budget=fixed_budget,
+                     test_at_budget=tests)
