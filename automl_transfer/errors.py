@@ -18,3 +18,7 @@ class ModuleError(UserError):
 
 class ResumeError(UserError):
     """An experiment directory whose settings do not match the ones asked for."""
+
+
+class StoreError(UserError):
+    """A trial store that cannot be read or written: damaged, read-only, or on a full disk."""

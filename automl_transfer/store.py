@@ -10,12 +10,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from automl_transfer.errors import StoreError
 from automl_transfer.trial import Trial
 
 STORE_FILE = "trials.sqlite"
@@ -35,20 +37,35 @@ class TrialStore:
     """Finished trials and run metadata of one experiment, in SQLite.
 
     Use as a context manager (or call `close`). One process writes; any number may read.
+    Every SQLite failure (a damaged file, a read-only place, a full disk) raises a one-line
+    StoreError naming the file and what to do; committed trials are never touched by it.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path))
-        self._db.row_factory = sqlite3.Row
-        # WAL: readers (a progress poller, a report) never block the writer, and a killed writer
-        # leaves every committed trial intact.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        columns = ", ".join(f"{name} {kind}" for name, kind in _TRIAL_COLUMNS)
-        with self._db:
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS trials ({columns})")
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        existed = self.path.exists()
+        with self._guard("open the trial store"):
+            self._db = sqlite3.connect(str(self.path))
+            self._db.row_factory = sqlite3.Row
+            # WAL: readers (a progress poller, a report) never block the writer, and a killed
+            # writer leaves every committed trial intact.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # A damaged file is found here, not at the first trial of a long run.
+            if existed and self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            columns = ", ".join(f"{name} {kind}" for name, kind in _TRIAL_COLUMNS)
+            with self._db:
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS trials ({columns})")
+                self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn an SQLite failure into one line: the file, what failed, what to do."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise StoreError(store_problem(self.path, action, err)) from None
 
     def record(self, trial: Trial, searcher_state: dict[str, Any] | None = None) -> None:
         """Commit a finished trial (replacing any row with its id), and in the same transaction the
@@ -58,7 +75,7 @@ class TrialStore:
         row = trial.to_row()
         row["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         placeholders = ", ".join(f":{name}" for name in _NAMES)
-        with self._db:
+        with self._guard(f"record trial {trial.trial_id}"), self._db:
             self._db.execute(
                 f"INSERT OR REPLACE INTO trials ({', '.join(_NAMES)}) VALUES ({placeholders})", row)
             if searcher_state is not None:
@@ -69,22 +86,27 @@ class TrialStore:
         query, args = "SELECT * FROM trials", ()
         if task is not None:
             query, args = query + " WHERE task = ?", (task,)
-        return [Trial.from_row(dict(row)) for row in self._db.execute(query + " ORDER BY trial_id", args)]
+        return self._read(query + " ORDER BY trial_id", args)
 
     def trials_in_commit_order(self) -> list[Trial]:
         """Finished trials in the order they were committed: the order a searcher learned them."""
-        rows = self._db.execute("SELECT * FROM trials ORDER BY finished_at, trial_id")
-        return [Trial.from_row(dict(row)) for row in rows]
+        return self._read("SELECT * FROM trials ORDER BY finished_at, trial_id")
+
+    def _read(self, query: str, args: tuple = ()) -> list[Trial]:
+        with self._guard("read the trials"):
+            return [Trial.from_row(dict(row)) for row in self._db.execute(query, args)]
 
     def finished_ids(self) -> set[int]:
-        return {row[0] for row in self._db.execute("SELECT trial_id FROM trials")}
+        with self._guard("read the trials"):
+            return {row[0] for row in self._db.execute("SELECT trial_id FROM trials")}
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._guard(f"read {key!r}"):
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self._db:
+        with self._guard(f"write {key!r}"), self._db:
             self._set_meta(key, value)
 
     def _set_meta(self, key: str, value: Any) -> None:
@@ -99,3 +121,16 @@ class TrialStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def store_problem(path: Path, action: str, err: sqlite3.DatabaseError) -> str:
+    """The one line for an SQLite failure, with the way out that keeps committed trials."""
+    text = str(err)
+    if "full" in text:  # SQLITE_FULL: "database or disk is full"
+        advice = "free some space, then rerun the same command to resume (finished trials are kept)"
+    elif "readonly" in text or "unable to open" in text or "locked" in text:
+        advice = "make it writable, or use another --experiment_dir"
+    else:  # SQLITE_CORRUPT / SQLITE_NOTADB
+        advice = ("it is damaged: restore it from a backup, or start afresh with --overwrite "
+                  "(deletes it) or another --experiment_dir")
+    return f"{path}: cannot {action} ({text}): {advice}"
