@@ -34,15 +34,17 @@ from automl_transfer import paths  # noqa: E402
 from automl_transfer import tasks as task_lib  # noqa: E402
 from automl_transfer.errors import UserError  # noqa: E402
 from automl_transfer.executors import make_executor  # noqa: E402
-from automl_transfer.experiment import ChildEvaluator, run_experiment, task_schedule  # noqa: E402
+from automl_transfer.experiment import (ChildEvaluator, check_experiment_dir,  # noqa: E402
+                                        run_experiment, task_schedule)
+from automl_transfer.fingerprints import module_fingerprint, task_fingerprint  # noqa: E402
 from automl_transfer.metrics import accuracy_top_n  # noqa: E402
 from automl_transfer.modules import registry  # noqa: E402
-from automl_transfer.progress import ProgressDisplay  # noqa: E402
+from automl_transfer.progress import FailureCount, ProgressDisplay  # noqa: E402
 from automl_transfer.search_space import SearchSpace  # noqa: E402
 from automl_transfer.searchers.base import Searcher  # noqa: E402
 from automl_transfer.searchers.random_search import RandomSearcher  # noqa: E402
-from automl_transfer.searchers.presets import PRESETS  # noqa: E402
-from automl_transfer.trial import Trial  # noqa: E402
+from automl_transfer.searchers.presets import PRESETS, resolve_settings  # noqa: E402
+from automl_transfer.trial import Status, Trial  # noqa: E402
 
 FLAGS = flags.FLAGS
 # The paper's multitask pre-training tasks that we have (Complaints and Economic News are missing).
@@ -134,12 +136,21 @@ def _single(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
     return PerTaskControllerSearcher(space, seed, tasks, **_controller_settings())
 
 
-def _transfer(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
-    from automl_transfer.searchers.controller_searcher import ControllerSearcher
+def _controller_source() -> Path:
+    """--controller_dir's controller folder (a run's controller/ or that folder itself); checked
+    for its description before anything is built."""
     directory = Path(FLAGS.controller_dir).expanduser()
     if (directory / "controller").is_dir():
         directory = directory / "controller"
-    return ControllerSearcher.from_saved(directory, tasks, seed, space=space,
+    if not (directory / "controller.json").is_file():  # controller_io.METADATA_FILE (imports TF)
+        raise UserError(f"--controller_dir: no saved controller at {directory} (controller.json "
+                        f"is missing): give a multitask or single-task run's controller/ folder")
+    return directory
+
+
+def _transfer(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
+    from automl_transfer.searchers.controller_searcher import ControllerSearcher
+    return ControllerSearcher.from_saved(_controller_source(), tasks, seed, space=space,
                                          **_controller_settings())
 
 
@@ -169,33 +180,68 @@ def _module_handles(specs: dict, pairs: Sequence[str]) -> tuple[dict[str, str], 
 
 
 def _summary(trials: Sequence[Trial], task_names: Sequence[str]) -> list[str]:
-    """Per task: validation and test accuracy-top10, and the best configuration."""
-    lines = [f"accuracy-top{TOP_N} (mean over the {TOP_N} best trials by validation accuracy):"]
+    """Per task: validation and test accuracy-top10, failures, and the best configuration."""
+    lines = [f"accuracy-top{TOP_N} (mean over the {TOP_N} best trials by validation accuracy; "
+             f"failed and diverged trials count as 0):"]
     for name in task_names:
         finished = [t for t in trials if t.task == name and t.finished]
         if not finished:
             lines.append(f"  {name}: no finished trials")
             continue
         valid, test = accuracy_top_n(finished, TOP_N)
-        best = max(finished, key=lambda t: (t.result.reward, -t.trial_id))
-        lines.append(f"  {name}: {len(finished)} trials, valid {valid:.4f}, test {test:.4f}")
+        failures = FailureCount(finished)
+        counted = f" ({failures.describe()})" if failures.total else ""
+        lines.append(f"  {name}: {len(finished)} trials{counted}, valid {valid:.4f}, test {test:.4f}")
+        top = sorted(finished, key=lambda t: (-t.result.reward, t.trial_id))[:TOP_N]
+        zeros = sum(t.result.status != Status.COMPLETED for t in top)
+        if zeros:
+            lines.append(f"    {zeros} of the {len(top)} trials in that mean failed or diverged "
+                         f"(counted as 0)")
+        completed = [t for t in finished if t.result.status == Status.COMPLETED]
+        if not completed:
+            lines.append("    no completed trial")
+            continue
+        best = max(completed, key=lambda t: (t.result.reward, -t.trial_id))
         lines.append(f"    best (trial {best.trial_id}, valid {best.result.reward:.4f}, test "
                      f"{best.result.test_accuracy:.4f}): {best.config.describe()}")
     return lines
 
 
-def _load_tasks(given: Sequence[str], data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(task name -> name or path as given, task name -> modality); bad tasks fail here, early."""
-    if not given:
+def _task_entries(given: Sequence[str]) -> list[str]:
+    """--tasks without empty entries ('sms_spam,' is one task); a file name holding a comma,
+    which the flag splits apart, is named."""
+    entries = [entry.strip() for entry in given]
+    for start in range(len(entries)):
+        for end in range(start + 2, len(entries) + 1):
+            joined = ",".join(entries[start:end])
+            if Path(joined).expanduser().is_file():
+                raise UserError(f"--tasks: {joined!r} holds a comma, which separates tasks: "
+                                f"rename the file without commas")
+    entries = [entry for entry in entries if entry]
+    if not entries:
         raise UserError("--tasks is empty: name at least one task")
-    sources, modalities = {}, {}
-    for name_or_path in given:
+    return entries
+
+
+def _load_tasks(given: Sequence[str], data_dir: Path
+                ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(task name -> name or path as given, task name -> modality, task name -> its file); bad
+    tasks fail here, early; warnings about a task's data go to stderr, one line each."""
+    sources, modalities, files = {}, {}, {}
+    for name_or_path in _task_entries(given):
         task = task_lib.load_task(name_or_path, data_dir)
         if task.name in sources:
-            raise UserError(f"--tasks: task {task.name!r} is named twice")
+            if files[task.name] == task.source:
+                raise UserError(f"--tasks: task {task.name!r} is named twice")
+            raise UserError(f"--tasks: {files[task.name]} and {task.source} are both task "
+                            f"{task.name!r} (a task is named after its file): give them "
+                            f"distinct names")
+        for warning in task.warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         sources[task.name] = name_or_path
         modalities[task.name] = task.modality
-    return sources, modalities
+        files[task.name] = task.source
+    return sources, modalities, files
 
 
 def _allowed_modules(task_modalities: dict[str, str], module_modalities: dict[str, str]
@@ -252,41 +298,62 @@ def _run(argv: Sequence[str]) -> int:
     if FLAGS.mode == "protocol" and FLAGS.overwrite:
         raise UserError("--overwrite is not supported with --mode=protocol: remove the "
                         "protocol's directory to start afresh")
+    # Controller flags are checked before anything runs: inf or NaN would crash a trial later.
+    learning_rate, entropy_weight = resolve_settings(FLAGS.preset, FLAGS.learning_rate,
+                                                     FLAGS.entropy_weight)
     if FLAGS.mode == "report":
         return _report()
     if FLAGS.mode == "protocol":
         return _protocol()
-    if FLAGS.mode == "transfer" and not FLAGS.controller_dir:
-        raise UserError("--mode=transfer needs --controller_dir: the controller/ folder of a "
-                        "multitask (or single-task) run")
+    if FLAGS.mode == "transfer":
+        _controller_source()
     mode = MODES[FLAGS.mode]
     data_dir = paths.data_dir(FLAGS.data_dir)
-    sources, task_modalities = _load_tasks(FLAGS.tasks, data_dir)
+    sources, task_modalities, task_files = _load_tasks(FLAGS.tasks, data_dir)
     task_names = list(sources)
     specs = registry.load_registry(FLAGS.modules, FLAGS.cache_dir)
     handles, module_modalities = _module_handles(specs, FLAGS.module_handles)
     allowed = _allowed_modules(task_modalities, module_modalities)
+    settings = {"mode": FLAGS.mode, "tasks": task_names, "seed": FLAGS.seed,
+                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials}
+    fingerprints = {"tasks": {name: task_fingerprint(path) for name, path in task_files.items()}}
+    # The directory, the lock and the resume settings are checked before a module is built or
+    # TensorFlow imported; the searcher's own settings are checked again when it exists.
+    searcher_flags = ({"searcher": {"preset": FLAGS.preset, "learning_rate": learning_rate,
+                                    "entropy_weight": entropy_weight}}
+                      if FLAGS.mode != "random" else {})
+    saved = check_experiment_dir(FLAGS.experiment_dir, {**settings, **searcher_flags},
+                                 FLAGS.overwrite, fingerprints)
+    recorded_budget = (saved or {}).get("trials_per_task", 0)
+    if recorded_budget > FLAGS.trials:
+        print(f"note: this run's budget is {recorded_budget} trials per task; a smaller "
+              f"--trials={FLAGS.trials} does not shrink it", file=sys.stderr, flush=True)
+        settings["trials_per_task"] = recorded_budget
     if FLAGS.modules == "offline" and not FLAGS.module_handles:
         _ensure_built(sorted({m for modules in allowed.values() for m in modules}), data_dir)
+    fingerprints["modules"] = {name: module_fingerprint(handle) for name, handle in handles.items()}
 
     space = SearchSpace(list(handles))
     searcher = mode.make_searcher(space, FLAGS.seed, task_names)
-    schedule = task_schedule(task_names, FLAGS.trials, FLAGS.seed, interleave=mode.interleave)
-    settings = {"mode": FLAGS.mode, "tasks": task_names, "seed": FLAGS.seed,
-                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials}
+    budget = settings["trials_per_task"]
+    schedule = task_schedule(task_names, budget, FLAGS.seed, interleave=mode.interleave)
     callbacks = [ProgressDisplay()]
     if FLAGS.tensorboard:
         from automl_transfer.tensorboard_logging import TensorBoardLogger
         callbacks.append(TensorBoardLogger(FLAGS.experiment_dir))
     print(f"experiment {FLAGS.experiment_dir}: mode={FLAGS.mode}, tasks={','.join(task_names)}, "
-          f"{FLAGS.trials} trials per task, seed={FLAGS.seed}, {len(handles)} modules "
+          f"{budget} trials per task, seed={FLAGS.seed}, {len(handles)} modules "
           f"({', '.join(handles)})", flush=True)
     evaluator = ChildEvaluator(sources, handles, str(data_dir))
     trials = run_experiment(
         FLAGS.experiment_dir, searcher, schedule, allowed, evaluator, settings,
         executor=make_executor(FLAGS.max_in_flight), callbacks=callbacks,
-        overwrite=FLAGS.overwrite)
+        overwrite=FLAGS.overwrite, fingerprints=fingerprints)
     print("\n".join(_summary(trials, task_names)))
+    if trials and all(t.result.status != Status.COMPLETED for t in trials):
+        print(f"error: all {len(trials)} trials failed or diverged "
+              f"({FailureCount(trials).describe()})", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Progress on stderr: trials done / total, best validation accuracy per task, trials per minute.
+"""Progress on stderr: trials done / total, best validation accuracy per task, trials per minute,
+and failed or diverged trials with the first error (a failure is never silent).
 
 On a terminal one line is rewritten in place; otherwise (logs, pipes) one line per trial.
 """
@@ -12,7 +13,38 @@ from typing import Sequence, TextIO
 from automl_transfer.experiment import Callback
 from automl_transfer.searchers.base import Searcher
 from automl_transfer.store import TrialStore
-from automl_transfer.trial import Trial
+from automl_transfer.trial import Status, Trial
+
+
+class FailureCount:
+    """Failed and diverged trials, and the first error: shown wherever results are."""
+
+    def __init__(self, trials: Sequence[Trial] = ()):
+        self.failed = self.diverged = 0
+        self.first_error = ""
+        for trial in trials:
+            self.add(trial)
+
+    def add(self, trial: Trial) -> None:
+        status = trial.result.status if trial.result else Status.PENDING
+        if status == Status.FAILED:
+            self.failed += 1
+            self.first_error = self.first_error or f"#{trial.trial_id}: {trial.result.error[:160]}"
+        elif status == Status.DIVERGED:
+            self.diverged += 1
+
+    @property
+    def total(self) -> int:
+        return self.failed + self.diverged
+
+    def describe(self) -> str:
+        """'2 failed (first #3: ModuleError: ...), 1 diverged'; '' when none."""
+        parts = []
+        if self.failed:
+            parts.append(f"{self.failed} failed (first {self.first_error})")
+        if self.diverged:
+            parts.append(f"{self.diverged} diverged")
+        return ", ".join(parts)
 
 
 class ProgressDisplay(Callback):
@@ -27,10 +59,13 @@ class ProgressDisplay(Callback):
         self.run_done = 0  # finished in this session: the rate ignores resumed trials
         self.best: dict[str, float] = {}
         self.started = 0.0
+        self.failures = FailureCount()
 
     def on_run_start(self, store: TrialStore, searcher: Searcher, schedule: Sequence[str]) -> None:
         self.total = len(schedule)
-        self.best = {task: float("nan") for task in dict.fromkeys(schedule)}
+        # A TaskSchedule names its tasks: a huge budget is not walked.
+        tasks = getattr(schedule, "tasks", None) or dict.fromkeys(schedule)
+        self.best = {task: float("nan") for task in tasks}
         finished = [t for t in store.trials() if t.trial_id < self.total]
         for trial in finished:
             self._note(trial)
@@ -56,13 +91,16 @@ class ProgressDisplay(Callback):
         best = " ".join(f"{task} {'-' if math.isnan(acc) else f'{acc:.3f}'}"
                         for task, acc in self.best.items())
         status = trial.result.status.value if trial.result else "pending"
+        failures = f" | {self.failures.describe()}" if self.failures.total else ""
         return (f"trials {self.done}/{self.total} | best valid {best} | "
-                f"{self.run_done / minutes:.1f} trials/min | last: #{trial.trial_id} {trial.task} "
-                f"{status} valid {trial.result.valid_accuracy if trial.result else float('nan'):.3f}")
+                f"{self.run_done / minutes:.1f} trials/min{failures} | last: #{trial.trial_id} "
+                f"{trial.task} {status} valid "
+                f"{trial.result.valid_accuracy if trial.result else float('nan'):.3f}")
 
     def _note(self, trial: Trial) -> None:
         if trial.result is None:
             return
+        self.failures.add(trial)
         current = self.best.get(trial.task, float("nan"))
         reward = trial.result.reward
         if not current >= reward:  # NaN-safe: NaN means no trial yet

@@ -37,6 +37,7 @@ DEFAULT_LANGUAGE = "en"
 _FIELD_SIZE_LIMIT = min(sys.maxsize, 2**31 - 1)
 _REQUIRED_COLUMNS = ("text", "label")
 _CACHE_SIZE = 32
+EMPTY_TEXT_WARNING = 0.05  # warn when more than this share of the texts is empty
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,6 +63,7 @@ class Task:
     valid: Split
     test: Split
     source: str  # the file it was read from
+    warnings: tuple[str, ...] = ()  # one line each: data that loads but may mislead
 
     @property
     def num_classes(self) -> int:
@@ -146,13 +148,54 @@ def _load_cached(path_str: str, mtime_ns: int, size: int, seed: int) -> Task:
         split_labels.flags.writeable = False  # shared by every caller of the cache
         return Split(texts=tuple(texts[i] for i in idx), labels=split_labels)
 
+    splits = {split: make(split) for split in SPLITS}
+    _check_scorable(path, splits, label_names)
     name = _task_name(path)
     info = registry().get(name)
     return Task(name=name,
                 modality=info.modality if info else DEFAULT_MODALITY,
                 language=info.language if info else DEFAULT_LANGUAGE,
-                label_names=label_names, train=make("train"), valid=make("valid"),
-                test=make("test"), source=str(path))
+                label_names=label_names, train=splits["train"], valid=splits["valid"],
+                test=splits["test"], source=str(path),
+                warnings=_warnings(path, texts, splits, label_names))
+
+
+def _check_scorable(path: Path, splits: dict[str, Split], label_names: tuple[str, ...]) -> None:
+    """A label the model never sees in train cannot be predicted: its rows would silently score 0.
+
+    Raises:
+        DataError: naming the first such label and the split it is in.
+    """
+    trained = set(splits["train"].labels.tolist())
+    for split in ("test", "valid"):
+        unseen = sorted(set(splits[split].labels.tolist()) - trained)
+        if unseen:
+            rows = int(np.sum(splits[split].labels == unseen[0]))
+            raise DataError(f"{path}: label {label_names[unseen[0]]!r} is only in the {split} "
+                            f"split ({rows} rows), never in train, so it cannot be learned: add "
+                            f"train rows with it or drop those rows")
+
+
+def _warnings(path: Path, texts: list[str], splits: dict[str, Split],
+              label_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Data that can be scored but whose scores may mislead, one line each."""
+    found = []
+    test_classes = sorted(set(splits["test"].labels.tolist()))
+    if len(test_classes) == 1:
+        found.append(f"{path}: the test split has one class only ({label_names[test_classes[0]]!r}"
+                     f"): test accuracy cannot tell a model from a constant guess")
+    by_folded: dict[str, list[str]] = {}
+    for name in label_names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    for names in by_folded.values():
+        if len(names) > 1:
+            found.append(f"{path}: labels {' and '.join(map(repr, names))} differ only by case "
+                         f"and count as different classes")
+    empty = sum(1 for text in texts if not text.strip())
+    if empty > len(texts) * EMPTY_TEXT_WARNING:
+        found.append(f"{path}: {empty} of {len(texts)} texts are empty "
+                     f"({100 * empty / len(texts):.0f}%)")
+    return tuple(found)
 
 
 def _task_name(path: Path) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from automl_transfer import paths
 from automl_transfer.errors import ModuleError, UserError
@@ -58,6 +59,23 @@ def _stale_reason(manifest: dict[str, Any], recipe: dict[str, Any]) -> str | Non
         return f"built by an older version (format {old}, now {BUILD_FORMAT})"
     if manifest.get("recipe") != recipe:
         return "its recipe in hub_modules.yaml changed"
+    return None
+
+
+def _damage(module_dir: str | Path, manifest: dict[str, Any]) -> str | None:
+    """Why a finished build cannot be used as it is (a truncated or unreadable file); None if its
+    files have the size recorded at build time and every variable reads back."""
+    module_dir = Path(module_dir)
+    expected = manifest.get("size_bytes")
+    actual = _dir_size(module_dir) - (module_dir / MANIFEST).stat().st_size
+    if expected is not None and actual != expected:
+        return f"damaged ({actual} bytes on disk, {expected} when built)"
+    try:
+        reader = tf.train.load_checkpoint(str(module_dir / "variables" / "variables"))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, OSError) as err:
+        return f"damaged (variables unreadable: {(str(err).strip().splitlines() or [''])[0]})"
     return None
 
 
@@ -123,7 +141,8 @@ def build_offline_modules(data_dir: str | Path | None = None, cache_dir: str | P
         spec = specs[name]
         Path(spec.handle).parent.mkdir(parents=True, exist_ok=True)
         manifest = None if force else read_manifest(spec.handle)
-        stale = _stale_reason(manifest, recipe) if manifest is not None else None
+        stale = None if manifest is None else (_stale_reason(manifest, recipe)
+                                               or _damage(spec.handle, manifest))
         if manifest is not None and stale is None:
             log(f"{name}: already built at {spec.handle} (reused)")
         else:

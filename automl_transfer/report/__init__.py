@@ -153,11 +153,15 @@ def write_report(experiment_dir: str | Path, *, top_n: int = metrics.DEFAULT_TOP
     if decision not in fields:
         raise UserError(f"unknown decision '{decision}': choose one of {', '.join(fields)}")
     runs, notes = load_runs(root)
+    if not runs:  # an empty report would look like a result
+        found = f" ({notes[0]})" if notes else " (no trials.sqlite under it)"
+        raise UserError(f"{root}: no run to report{found}: point --experiment_dir at a "
+                        f"directory holding runs")
     groups = _group(runs)
     lines = [f"# Experiment report: {root.resolve().name}", "", "## Runs", ""]
     if not groups:
         notes.append(f"no finished trials in any trial store ({len(runs)} found) under {root}.")
-        lines += [markdown.runs(runs) if runs else "No runs found.", ""]
+        lines += [markdown.runs(runs), ""]
     else:
         lines += [markdown.runs(runs), ""]
         lines += _table1_section(groups, top_n, notes)

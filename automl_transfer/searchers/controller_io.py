@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ class LoadedController:
     normaliser: dict[str, Any]
     settings: dict[str, Any]
     extra_state: dict[str, Any]
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _key(name: str) -> str:
@@ -73,7 +78,11 @@ def save_controller(directory: str | Path, network: ControllerNetwork, space: Se
     directory.mkdir(parents=True, exist_ok=True)
     if len(tasks) != network.num_tasks:
         raise ValueError(f"{len(tasks)} task names for {network.num_tasks} embedding rows")
-    tf.saved_model.save(_ExportModule(network), str(directory))
+    try:
+        tf.saved_model.save(_ExportModule(network), str(directory))
+    except tf.errors.OpError as err:  # e.g. a full disk: one line, the last checkpoint is kept
+        raise UserError(f"{directory}: cannot save the controller ({_first_line(err)}): free "
+                        f"some space, then rerun the same command to resume") from None
     metadata = {
         "format": FORMAT_VERSION, "space": space.to_json(),
         "space_fingerprint": space.fingerprint(),
@@ -112,9 +121,8 @@ def load_controller(directory: str | Path, space: SearchSpace) -> LoadedControll
         loaded = tf.saved_model.load(str(directory))
         values = {key: v.numpy() for key, v in loaded.named_weights.items()}
     except (OSError, ValueError, AttributeError, tf.errors.OpError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ControllerLoadError(f"cannot load the SavedModel in {directory}: {first_line}"
-                                  ) from None
+        raise ControllerLoadError(f"cannot load the SavedModel in {directory}: "
+                                  f"{_first_line(err)}") from None
     network = ControllerNetwork(shape["sizes"], len(tasks), seed=shape["seed"],
                                 units=shape["units"], embedding_size=shape["embedding_size"],
                                 init_scale=shape["init_scale"])
@@ -135,8 +143,12 @@ def restore_optimizer(directory: str | Path, optimizer: keras.optimizers.Optimiz
     path = Path(directory) / OPTIMIZER_FILE
     if not path.is_file():
         return False
-    with np.load(path) as data:
-        arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+    try:
+        with np.load(path) as data:
+            arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise ControllerLoadError(f"{path}: damaged optimizer state ({_first_line(err)})"
+                                  ) from None
     variables = optimizer.variables
     if len(arrays) != len(variables) or any(
             tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):

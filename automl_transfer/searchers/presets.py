@@ -1,6 +1,8 @@
 """Controller settings presets; kept free of TensorFlow so the CLI can describe them instantly."""
 from __future__ import annotations
 
+import math
+
 from automl_transfer.errors import UserError
 
 # "default" is what we measured to learn within a few hundred trials (docs/method.md);
@@ -19,7 +21,10 @@ def resolve_settings(preset: str, learning_rate: float | None, entropy_weight: f
     values = PRESETS[preset]
     lr = values["learning_rate"] if learning_rate is None else float(learning_rate)
     entropy = values["entropy_weight"] if entropy_weight is None else float(entropy_weight)
-    if lr <= 0 or entropy < 0:
-        raise UserError(f"controller learning rate must be > 0 and entropy weight >= 0, "
-                        f"got {lr} and {entropy}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--learning_rate={lr}: the controller learning rate must be a finite "
+                        f"number > 0")
+    if not (math.isfinite(entropy) and entropy >= 0):
+        raise UserError(f"--entropy_weight={entropy}: the controller entropy weight must be a "
+                        f"finite number >= 0")
     return lr, entropy
