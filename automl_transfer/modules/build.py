@@ -74,7 +74,7 @@ def _damage(module_dir: str | Path, manifest: dict[str, Any]) -> str | None:
         reader = tf.train.load_checkpoint(str(module_dir / "variables" / "variables"))
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError, OSError) as err:
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as err:  # IndexError: truncated
         return f"damaged (variables unreadable: {(str(err).strip().splitlines() or [''])[0]})"
     return None
 

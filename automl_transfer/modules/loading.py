@@ -30,7 +30,7 @@ def load_module(handle: str) -> Any:
             raise ModuleError(f"module directory {handle} holds no saved_model.pb")
     try:
         module = hub.load(handle)
-    except (OSError, ValueError, tf.errors.OpError, KeyError) as err:
+    except (OSError, ValueError, IndexError, KeyError, tf.errors.OpError) as err:
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModuleError(f"cannot load module {handle}: {first_line}") from None
     _LOADED[handle] = module

@@ -120,7 +120,7 @@ def load_controller(directory: str | Path, space: SearchSpace) -> LoadedControll
     try:
         loaded = tf.saved_model.load(str(directory))
         values = {key: v.numpy() for key, v in loaded.named_weights.items()}
-    except (OSError, ValueError, AttributeError, tf.errors.OpError) as err:
+    except (OSError, ValueError, AttributeError, IndexError, tf.errors.OpError) as err:
         raise ControllerLoadError(f"cannot load the SavedModel in {directory}: "
                                   f"{_first_line(err)}") from None
     network = ControllerNetwork(shape["sizes"], len(tasks), seed=shape["seed"],
