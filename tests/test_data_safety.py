@@ -5,6 +5,7 @@ Loop-level cases score trials with a small deterministic function (no training);
 run_experiment.py as a user does, on real rows cut from the shared datasets and a real module.
 """
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -223,6 +224,24 @@ def test_full_disk_while_recording_is_one_line_and_keeps_committed_trials(tmp_pa
     store.close()
     with TrialStore(tmp_path / STORE_FILE) as reopened:
         assert reopened.finished_ids() == committed and committed
+
+
+class _FullDiskSearcher(RandomSearcher):
+    """Random search whose checkpoint write hits a full disk, as an OSError from the OS would."""
+
+    def save(self, directory):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_the_rerun_resumes(tmp_path):
+    with pytest.raises(UserError, match=r"searcher.tmp: cannot write the searcher checkpoint "
+                                        r"\(No space left on device\): free some space, then rerun"):
+        _run(tmp_path / "exp", searcher=_FullDiskSearcher(SearchSpace(MODULES), 1))
+    with TrialStore(tmp_path / "exp" / STORE_FILE) as store:
+        kept = store.trials()
+    assert len(kept) == 1
+    resumed = _run(tmp_path / "exp")
+    assert resumed[:1] == kept and len(resumed) == 4
 
 
 def test_damaged_controller_checkpoint_refuses_resume_and_transfer_in_one_line(tmp_path):
