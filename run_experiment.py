@@ -305,6 +305,9 @@ def _run(argv: Sequence[str]) -> int:
         return _report()
     if FLAGS.mode == "protocol":
         return _protocol()
+    if FLAGS.mode == "transfer" and not FLAGS.controller_dir:
+        raise UserError("--mode=transfer needs --controller_dir: the controller/ folder of a "
+                        "multitask (or single-task) run")
     if FLAGS.mode == "transfer":
         _controller_source()
     mode = MODES[FLAGS.mode]
