@@ -3,7 +3,9 @@
 Each of `--runs` runs is the real CLI on tiny real tasks (200 rows of sms_spam and subj from
 ../shared, a 2000-word GloVe module: tests/cli_helpers.py), alternating random search and the
 multitask controller, with --max_in_flight 1 and 2. Each is killed with SIGKILL at a seeded
-random moment, then the same command is rerun to completion. Per run it checks:
+random moment: once the store holds a random number k of trials (0 <= k < budget), a random
+0-3 s later, so the kill lands anywhere from start-up to the last trial, with trials in flight or
+between them. Then the same command is rerun to completion. Per run it checks:
 - lost: trials of the budget missing from the store after the resume (must be 0);
 - rerun: trials stored before the kill that the resume ran again (a changed row; must be 0);
 - consistent: the searcher checkpoint (and the state committed with the last trial) has learned
@@ -11,8 +13,7 @@ random moment, then the same command is rerun to completion. Per run it checks:
 - orphans: worker processes still alive one second after their parent was killed (the process
   group is then killed so none piles up).
 
-    python benchmarks/fault_injection.py [--runs 30] [--seed 0] [--max_delay_s 40] \\
-        [--out /tmp/fault_injection]
+    python benchmarks/fault_injection.py [--runs 30] [--seed 0] [--out /tmp/fault_injection]
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from cli_helpers import command, descendants, env, rows  # noqa: E402
+from cli_helpers import command, descendants, env, finished_count, rows  # noqa: E402
 
 from automl_transfer import paths  # noqa: E402
 
@@ -59,7 +60,19 @@ def _searcher_seen(experiment_dir: Path) -> tuple[int | None, int | None]:
     return checkpoint, json.loads(found[0])["trials_seen"] if found else None
 
 
-def one_run(index: int, workdir: Path, out: Path, delay_s: float) -> dict:
+def _wait_for_kill_moment(proc: subprocess.Popen, store: Path, stored: int, delay_s: float
+                          ) -> bool:
+    """Wait until `store` holds `stored` trials, then `delay_s`; True if the run ended first."""
+    while proc.poll() is None and finished_count(store) < stored:
+        time.sleep(0.2)
+    try:
+        proc.wait(timeout=delay_s)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def one_run(index: int, workdir: Path, out: Path, stored: int, delay_s: float) -> dict:
     mode, in_flight = MODES[index % 2], 1 + (index // 2) % 2
     exp = out / f"run{index:02d}"
     args = command(workdir, exp, f"--max_in_flight={in_flight}", "--notensorboard",
@@ -68,11 +81,8 @@ def one_run(index: int, workdir: Path, out: Path, delay_s: float) -> dict:
         args.append(f"--seed={index}")
     proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        proc.wait(timeout=delay_s)
-        finished_first = True
-    except subprocess.TimeoutExpired:
-        finished_first = False
+    store = exp / "trials.sqlite"
+    finished_first = _wait_for_kill_moment(proc, store, stored, delay_s)
     workers = descendants(proc.pid)
     proc.kill()
     proc.wait()
@@ -82,7 +92,6 @@ def one_run(index: int, workdir: Path, out: Path, delay_s: float) -> dict:
         os.killpg(proc.pid, signal.SIGKILL)  # leave nothing behind, whatever the count said
     except ProcessLookupError:
         pass
-    store = exp / "trials.sqlite"
     before = rows(store) if store.exists() else []
     resumed = subprocess.run(args, env=env(), capture_output=True, text=True)
     after = rows(store) if store.exists() else []
@@ -90,7 +99,8 @@ def one_run(index: int, workdir: Path, out: Path, delay_s: float) -> dict:
     kept = {row[0]: row for row in after}
     checkpoint, committed = _searcher_seen(exp) if store.exists() else (None, None)
     return {
-        "run": index, "mode": mode, "in_flight": in_flight, "kill_at_s": round(delay_s, 1),
+        "run": index, "mode": mode, "in_flight": in_flight,
+        "kill_at": f"{stored} stored + {delay_s:.1f} s",
         "finished_before_kill": finished_first, "stored_at_kill": len(before),
         "orphans": orphans, "resume_rc": resumed.returncode,
         "lost": len(set(range(budget)) - set(kept)),
@@ -104,8 +114,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill moments")
-    parser.add_argument("--max_delay_s", type=float, default=40.0,
-                        help="kill moments are uniform in [1, this] seconds after the start")
     parser.add_argument("--out", default=None, help="where the runs go (default: a temp dir)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="fault_injection_"))
@@ -113,12 +121,12 @@ def main() -> int:
     from cli_helpers import make_workdir
     workdir = make_workdir(out, paths.data_dir())
     rng = random.Random(args.seed)
-    columns = ("run", "mode", "in_flight", "kill_at_s", "finished_before_kill", "stored_at_kill",
+    columns = ("run", "mode", "in_flight", "kill_at", "finished_before_kill", "stored_at_kill",
                "orphans", "resume_rc", "lost", "duplicated", "consistent")
     print(" | ".join(columns), flush=True)
     results = []
     for index in range(args.runs):
-        result = one_run(index, workdir, out, rng.uniform(1.0, args.max_delay_s))
+        result = one_run(index, workdir, out, rng.randrange(TRIALS * 2), rng.uniform(0.0, 3.0))
         results.append(result)
         error = f" | {result['error']}" if result["error"] else ""
         print(" | ".join(str(result[c]) for c in columns) + error, flush=True)
