@@ -11,13 +11,9 @@ With no flags: multitask pre-training of the controller on the paper's pre-train
 Rerunning the same command on the same --experiment_dir resumes it (finished trials are kept);
 a larger --trials extends it; --overwrite starts afresh. Progress goes to stderr; the summary
 (accuracy-top10 per task and the best configuration) to stdout. Exit codes: 0 done, 2 bad input
-(one-line `error: ...`), 130 interrupted (results so far are saved).
+(one-line `error: ...`), 130 interrupted by Ctrl-C, 143 by SIGTERM (results so far are saved).
 """
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 import dataclasses  # noqa: E402
 import logging  # noqa: E402
@@ -30,6 +26,7 @@ from absl import logging as absl_logging  # noqa: E402
 
 # None of these imports TensorFlow: bad flags, task names and resume settings are refused in a
 # second; TensorFlow comes with the first trial (or the offline module build).
+from automl_transfer import cli_process  # noqa: E402
 from automl_transfer import paths  # noqa: E402
 from automl_transfer import tasks as task_lib  # noqa: E402
 from automl_transfer.errors import UserError  # noqa: E402
@@ -108,6 +105,8 @@ flags.DEFINE_integer("report_window", 50, "--mode=report: sliding window, in tri
                      "option-probability figure.", lower_bound=1)
 flags.DEFINE_integer("max_in_flight", 1, "Trials evaluated at once: 1 runs them one by one in this "
                      "process; more uses that many worker processes.", lower_bound=1)
+flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own log (hidden by default: on a CPU "
+                     "machine it starts with CUDA and oneDNN notices that are not errors).")
 
 TOP_N = 10
 RESUME_HINT = "rerun the same command to resume"
@@ -332,6 +331,7 @@ def _run(argv: Sequence[str]) -> int:
         print(f"note: this run's budget is {recorded_budget} trials per task; a smaller "
               f"--trials={FLAGS.trials} does not shrink it", file=sys.stderr, flush=True)
         settings["trials_per_task"] = recorded_budget
+    cli_process.import_tensorflow()  # the module build, the controller and the trials need it
     if FLAGS.modules == "offline" and not FLAGS.module_handles:
         _ensure_built(sorted({m for modules in allowed.values() for m in modules}), data_dir)
     fingerprints["modules"] = {name: module_fingerprint(handle) for name, handle in handles.items()}
@@ -361,18 +361,27 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """absl entry: user errors as one line (exit 2), Ctrl-C keeps what finished (exit 130)."""
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes drown the progress
-    absl_logging.set_verbosity(absl_logging.WARNING)  # SavedModel writes log INFO lines per save
+    """absl entry: user errors as one line (exit 2); Ctrl-C or SIGTERM keeps what finished (exit
+    130 or 143); output whose reader went away (`| head -1`) is dropped, the run goes on."""
+    cli_process.guard_std_streams()
+    cli_process.configure_tensorflow_logging(FLAGS.verbose)
+    cli_process.stop_on_signals()
+    if not FLAGS.verbose:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes drown progress
+        absl_logging.set_verbosity(absl_logging.WARNING)  # SavedModel writes log INFO per save
     try:
         return _run(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trials are saved in {FLAGS.experiment_dir}; "
+    except KeyboardInterrupt as interrupt:
+        cli_process.stop_workers()
+        stopped = "terminated" if cli_process.exit_code(interrupt) == 143 else "interrupted"
+        print(f"\n{stopped}: finished trials are saved in {FLAGS.experiment_dir}; "
               f"{RESUME_HINT}", file=sys.stderr)
-        return 130
+        return cli_process.exit_code(interrupt)
+    finally:
+        sys.stdout.flush()  # a reader gone at exit: dropped here, not a traceback at shutdown
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ import concurrent.futures as futures
 import multiprocessing
 from typing import Callable
 
+from automl_transfer.cli_process import init_worker
 from automl_transfer.trial import Trial, TrialResult
 
 TrialFn = Callable[[Trial], TrialResult]
@@ -121,7 +122,8 @@ class ProcessExecutor(_FuturesExecutor):
 
     def __init__(self, max_in_flight: int):
         pool = futures.ProcessPoolExecutor(max_workers=max_in_flight,
-                                           mp_context=multiprocessing.get_context("spawn"))
+                                           mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=init_worker)
         super().__init__(pool, max_in_flight)
 
 

@@ -10,8 +10,9 @@ Writes under <log_dir>/tensorboard/ (open with `tensorboard --logdir <log_dir>/t
   `option_probability/<decision>/<option>`.
 - controller/: `task_embedding_similarity`, a cosine-similarity heatmap image, every
   `image_every` trials and at the end of the run.
-- hparams/trial_<id>/: one HParams-dashboard session per trial (its configuration, task and
-  searcher as hyperparameters; valid/test accuracy, reward and wall time as metrics).
+- hparams/: the HParams dashboard's experiment: every search decision with its options, the task
+  and the searcher as hyperparameters; valid/test accuracy, reward and wall time as metrics.
+  hparams/trial_<id>/: one session per trial, reporting those hyperparameters and metrics.
 
 Optional searcher hooks (looked up with getattr; any searcher works without them):
 - `last_update_stats(task) -> dict | None`, the controller's last update on that task, with keys
@@ -35,6 +36,7 @@ from automl_transfer import metrics
 from automl_transfer.experiment import Callback
 from automl_transfer.report.figures import similarity_heatmap_png
 from automl_transfer.report.loading import CONTROLLER_DIRS, load_task_embeddings
+from automl_transfer.search_space import SearchSpace
 from automl_transfer.searchers.base import Searcher
 from automl_transfer.store import TrialStore
 from automl_transfer.trial import Trial
@@ -46,13 +48,29 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "_"
 
 
+# These hold a float or "disable": their columns are strings so a column's type never changes.
+_STRING_DECISIONS = ("deep_l2", "wide_l1")
+
+
+def _column_value(decision: str, value: Any) -> Any:
+    return str(value) if decision in _STRING_DECISIONS else value
+
+
 def _hparams(trial: Trial) -> dict[str, Any]:
-    """Configuration values for the HParams dashboard: one type per column."""
-    values = trial.config.to_dict()
-    # These hold a float or "disable": keep the column a string so its type never changes.
-    values["deep_l2"], values["wide_l1"] = str(values["deep_l2"]), str(values["wide_l1"])
+    """A trial's session values for the HParams dashboard: one type per column."""
+    values = {name: _column_value(name, value) for name, value in trial.config.to_dict().items()}
     values.update(task=trial.task, searcher=trial.searcher)
     return values
+
+
+def _hparams_experiment(space: SearchSpace, tasks: Sequence[str], searchers: Sequence[str]
+                        ) -> list[hp.HParam]:
+    """The dashboard's columns: every decision with all its options (the dashboard's filters
+    list them), then the task and the searcher."""
+    columns = [hp.HParam(d.name, hp.Discrete([_column_value(d.name, o) for o in d.options]))
+               for d in space.decisions]
+    return columns + [hp.HParam("task", hp.Discrete(list(tasks))),
+                      hp.HParam("searcher", hp.Discrete(list(searchers)))]
 
 
 class TensorBoardLogger(Callback):
@@ -84,11 +102,15 @@ class TensorBoardLogger(Callback):
     def on_run_start(self, store: TrialStore, searcher: Searcher, schedule: Sequence[str]
                      ) -> None:
         """Take in the trials a resumed run already has, so its accuracy-topN stays right."""
-        for trial in store.trials():
+        stored = store.trials()
+        for trial in stored:
             self._history.setdefault(trial.task, {})[trial.trial_id] = trial
-        if not (self.root / "hparams").is_dir():
-            with self._writer("hparams").as_default():
-                hp.hparams_config(hparams=[], metrics=[hp.Metric(m) for m in _METRICS])
+        # Rewritten by every run: a resumed run's config (and an older, empty one) is replaced.
+        tasks = dict.fromkeys([*schedule, *(trial.task for trial in stored)])
+        searchers = dict.fromkeys([searcher.name, *(trial.searcher for trial in stored)])
+        columns = _hparams_experiment(searcher.space, list(tasks), list(searchers))
+        with self._writer("hparams").as_default():
+            hp.hparams_config(hparams=columns, metrics=[hp.Metric(m) for m in _METRICS])
 
     def on_trial_end(self, trial: Trial, searcher: Searcher, store: TrialStore) -> None:
         """Log one finished trial."""

@@ -1,12 +1,21 @@
-"""TensorBoardLogger driven by the real experiment loop; the event files are read back.
+"""TensorBoardLogger driven by the real experiment loop; the event files are read back, and a real
+TensorBoard server shows a small real run's logs.
 
-The children are replaced by a fixed accuracy per trial id (this tests logging, not training).
+Except in the server test, the children are replaced by a fixed accuracy per trial id (those test
+logging, not training).
 """
+import json
+import re
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_helpers import HANG_GUARD_S, TASKS, cli, command, make_workdir
 
 from automl_transfer.experiment import run_experiment
 from automl_transfer.search_space import SearchSpace
@@ -93,3 +102,69 @@ def test_similarity_image_from_the_saved_controller(tmp_path):
     events = run(tmp_path, searcher, ["airline", "sst"])
     assert [step for step, _ in events["controller", "task_embedding_similarity"]] == [2]
     assert {run_name for run_name, _ in events} >= {"tasks/airline", "tasks/sst"}
+
+
+@pytest.fixture
+def tensorboard_server():
+    """Start a real TensorBoard on `logdir` (127.0.0.1, a port it picks); yield its base URL."""
+    servers = []
+
+    def serve(logdir: Path) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}", "--host=127.0.0.1",
+             "--port=0", "--load_fast=false", "--reload_interval=0", "--reload_task=blocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        servers.append(proc)
+        # With a blocking load, the server announces its address only once every event file
+        # is read: that line is the readiness signal (no clock involved).
+        for line in proc.stderr:
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"tensorboard exited with code {proc.wait()} before serving")
+
+    yield serve
+    for proc in servers:
+        proc.kill()
+        proc.wait()
+
+
+def _get(url: str, path: str, **query) -> dict:
+    with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(query)}",
+                                timeout=HANG_GUARD_S) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_shows_every_decision_and_the_task_as_hyperparameters(
+        tmp_path, shared_data_dir, tensorboard_server):
+    """A user's view: a small real CLI run, then TensorBoard's own HTTP API."""
+    exp = tmp_path / "exp"
+    workdir = make_workdir(tmp_path, shared_data_dir)
+    result = cli(command(workdir, exp, trials=1))
+    assert result.returncode == 0, result.stderr
+    url = tensorboard_server(exp / "tensorboard")
+
+    experiment = _get(url, "/data/plugin/hparams/experiment",
+                      request=json.dumps({"experimentName": ""}))
+    columns = {info["name"]: info for info in experiment["hparamInfos"]}
+    space = SearchSpace(["glove"])
+    assert sorted(columns) == sorted([d.name for d in space.decisions] + ["task", "searcher"])
+    assert len(space.decisions) == 12
+    assert columns["task"]["domainDiscrete"] == TASKS
+    assert columns["num_layers"]["domainDiscrete"] == [1, 2, 3, 5, 7]
+    assert columns["deep_l2"]["domainDiscrete"][-1] == "disable"
+    assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"valid_accuracy", "reward"}
+
+    groups = _get(url, "/data/plugin/hparams/session_groups", request=json.dumps(
+        {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+         "colParams": [{"hparam": name} for name in columns], "startIndex": 0,
+         "sliceSize": 100}))
+    assert groups["totalSize"] == len(TASKS)  # one session per trial, every column filled
+    for group in groups["sessionGroups"]:
+        assert set(group["hparams"]) == set(columns)
+        assert group["hparams"]["task"] in TASKS
+
+    tags = _get(url, "/data/plugin/scalars/tags")
+    for task in TASKS:
+        assert {"reward", "accuracy_top10/valid", "accuracy_top10/test",
+                "trials_per_minute"} <= set(tags[f"tasks/{task}"])

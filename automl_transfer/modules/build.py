@@ -20,7 +20,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from automl_transfer import paths
+from automl_transfer import cli_process, paths
+
+if __name__ == "__main__":  # quiet TensorFlow (unless --verbose) before the imports below load it
+    cli_process.configure_tensorflow_logging("--verbose" in sys.argv[1:])
+    cli_process.import_tensorflow()
+
 from automl_transfer.errors import ModuleError, UserError
 from automl_transfer.modules import corpora, registry, word2vec
 from automl_transfer.modules.loading import MANIFEST
@@ -177,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modules", help="comma-separated module names (default: all): "
                         + ", ".join(registry.build_recipes("offline")))
     parser.add_argument("--force", action="store_true", help="rebuild modules already built")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.modules.split(",") if n.strip()] if args.modules else None
     start = time.perf_counter()
