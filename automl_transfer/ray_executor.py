@@ -54,17 +54,30 @@ def connect(address: str) -> bool:
         return False
     common: dict[str, Any] = {"runtime_env": {"env_vars": worker_env()},
                               "logging_level": logging.ERROR, "log_to_driver": False}
-    if not address:
-        ray.init(num_cpus=workers.cpu_count(), include_dashboard=False,
-                 object_store_memory=OBJECT_STORE_BYTES, **common)
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"cannot join the Ray cluster at {address!r}: {_first_line(err)} "
+                            f"(start one with `ray start --head`, or leave the address empty "
+                            f"for a local Ray)") from None
         return True
-    try:
-        ray.init(address=address, **common)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"cannot join the Ray cluster at {address!r}: {reason} (start one with "
-                        f"`ray start --head`, or leave the address empty for a local Ray)") from None
+    _start_local(ray, common)
     return True
+
+
+def _start_local(ray: Any, common: dict[str, Any]) -> None:
+    """A local Ray with this machine's CPUs, a small object store and no dashboard; tried twice,
+    as Ray gives its node 30 s to start and a busy machine may need more."""
+    for attempt in (1, 2):
+        try:
+            ray.init(num_cpus=workers.cpu_count(), include_dashboard=False,
+                     object_store_memory=OBJECT_STORE_BYTES, **common)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception on a timeout
+            ray.shutdown()
+            if attempt == 2:
+                raise UserError(f"could not start a local Ray: {_first_line(err)}") from None
 
 
 class _TrialWorker:
@@ -154,6 +167,10 @@ class RayExecutor(Executor):
         if self._owns_ray:
             self._ray.shutdown()
             self._owns_ray = False
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _death_reason(err: Exception) -> str:
