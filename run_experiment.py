@@ -37,6 +37,7 @@ from automl_transfer.fingerprints import module_fingerprint, task_fingerprint  #
 from automl_transfer.metrics import accuracy_top_n  # noqa: E402
 from automl_transfer.modules import registry  # noqa: E402
 from automl_transfer.progress import FailureCount, ProgressDisplay  # noqa: E402
+from automl_transfer.ray_executor import import_ray  # noqa: E402
 from automl_transfer.search_space import SearchSpace  # noqa: E402
 from automl_transfer.searchers.base import Searcher  # noqa: E402
 from automl_transfer.searchers.random_search import RandomSearcher  # noqa: E402
@@ -104,9 +105,16 @@ flags.DEFINE_string("report_decision", "module", "--mode=report: the decision wh
 flags.DEFINE_integer("report_window", 50, "--mode=report: sliding window, in trials, of the "
                      "option-probability figure.", lower_bound=1)
 flags.DEFINE_integer("max_in_flight", 1, "Trials evaluated at once: 1 runs them one by one in this "
-                     "process; more uses that many worker processes.", lower_bound=1)
+                     "process; more uses that many workers (--executor), capped at the CPUs "
+                     "available.", lower_bound=1)
 flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own log (hidden by default: on a CPU "
                      "machine it starts with CUDA and oneDNN notices that are not errors).")
+flags.DEFINE_enum("executor", "process", ["process", "ray"], "Where trials run when "
+                  "--max_in_flight > 1: 'process' (worker processes on this machine) or 'ray' (a "
+                  "pool of Ray workers, local or on a cluster, see --ray_address; also with "
+                  "--max_in_flight=1). Ray: pip install -e \".[ray]\"; docs/cluster.md.")
+flags.DEFINE_string("ray_address", "", "--executor=ray: '' starts a local Ray sized to this "
+                    "machine; 'auto' or host:port joins a running cluster (`ray start --head`).")
 
 TOP_N = 10
 RESUME_HINT = "rerun the same command to resume"
@@ -309,6 +317,8 @@ def _run(argv: Sequence[str]) -> int:
                         "multitask (or single-task) run")
     if FLAGS.mode == "transfer":
         _controller_source()
+    if FLAGS.executor == "ray":
+        import_ray()  # says how to install Ray before any slow step
     mode = MODES[FLAGS.mode]
     data_dir = paths.data_dir(FLAGS.data_dir)
     sources, task_modalities, task_files = _load_tasks(FLAGS.tasks, data_dir)
@@ -350,8 +360,8 @@ def _run(argv: Sequence[str]) -> int:
     evaluator = ChildEvaluator(sources, handles, str(data_dir))
     trials = run_experiment(
         FLAGS.experiment_dir, searcher, schedule, allowed, evaluator, settings,
-        executor=make_executor(FLAGS.max_in_flight), callbacks=callbacks,
-        overwrite=FLAGS.overwrite, fingerprints=fingerprints)
+        executor=make_executor(FLAGS.max_in_flight, FLAGS.executor, FLAGS.ray_address),
+        callbacks=callbacks, overwrite=FLAGS.overwrite, fingerprints=fingerprints)
     print("\n".join(_summary(trials, task_names)))
     if trials and all(t.result.status != Status.COMPLETED for t in trials):
         print(f"error: all {len(trials)} trials failed or diverged "

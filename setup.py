@@ -26,7 +26,8 @@ setup(
         "tensorboard>=2.16",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "ray": ["ray>=2.9"],
+        "test": ["pytest>=7", "ray>=2.9"],  # CI tests the Ray executor for real
         "bench": ["tf-keras>=2.16,<2.22"],
     },
     entry_points={"console_scripts": ["automl-transfer=run_experiment:run"]},

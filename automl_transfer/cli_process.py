@@ -59,13 +59,6 @@ def import_tensorflow() -> None:
         import tensorflow  # noqa: F401
 
 
-def init_worker() -> None:
-    """Initializer of worker processes: ignore SIGINT (the parent stops its workers when it is
-    interrupted), TensorFlow imported quietly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import_tensorflow()
-
-
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived: stop like Ctrl-C; `signum` gives the exit code 128 + signum."""
 

@@ -1,17 +1,20 @@
-"""Where trials run: in this process one at a time, or several at once in threads or processes.
+"""Where trials run: in this process one at a time, or several at once in threads, processes or
+on Ray (`ray_executor.py`).
 
 The experiment loop submits a trial with the function that evaluates it and collects trials as they
 finish, in whatever order; it never asks which executor it has. The function must be picklable
-for `ProcessExecutor` (the child's `evaluate` is).
+for `ProcessExecutor` and `RayExecutor` (the child's `evaluate` is).
 """
 from __future__ import annotations
 
 import abc
 import concurrent.futures as futures
 import multiprocessing
+import os
+import sys
 from typing import Callable
 
-from automl_transfer.cli_process import init_worker
+from automl_transfer import workers
 from automl_transfer.trial import Trial, TrialResult
 
 TrialFn = Callable[[Trial], TrialResult]
@@ -118,21 +121,40 @@ class ThreadExecutor(_FuturesExecutor):
 
 
 class ProcessExecutor(_FuturesExecutor):
-    """Trials in worker processes (spawned, since TensorFlow is not fork-safe): full isolation."""
+    """Trials in worker processes (spawned, since TensorFlow is not fork-safe): full isolation.
 
-    def __init__(self, max_in_flight: int):
-        pool = futures.ProcessPoolExecutor(max_workers=max_in_flight,
-                                           mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=init_worker)
+    Workers die with this process, ignore Ctrl-C (the driver reports it) and, given
+    `threads_per_worker`, limit TensorFlow to that many threads each.
+    """
+
+    def __init__(self, max_in_flight: int, threads_per_worker: int | None = None):
+        pool = futures.ProcessPoolExecutor(
+            max_workers=max_in_flight, mp_context=multiprocessing.get_context("spawn"),
+            initializer=workers.init_worker, initargs=(os.getpid(), threads_per_worker))
         super().__init__(pool, max_in_flight)
 
 
-def make_executor(max_in_flight: int = 1, kind: str = "process") -> Executor:
-    """SequentialExecutor for one trial at a time, else a pool of `kind` ('process' or 'thread')."""
+KINDS = ("process", "thread", "ray")
+
+
+def make_executor(max_in_flight: int = 1, kind: str = "process", ray_address: str = "",
+                  log: Callable[[str], object] = lambda line: print(line, file=sys.stderr)
+                  ) -> Executor:
+    """The executor for `max_in_flight` trials at once of `kind` (see KINDS).
+
+    One local trial at a time runs in this process (SequentialExecutor). Local pools are capped at
+    this machine's CPUs, each worker's TensorFlow getting its share of them; `ray_address` ('' for
+    a local Ray, 'auto' or host:port to join a cluster) applies to kind 'ray' only.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown executor kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind == "ray":
+        from automl_transfer.ray_executor import RayExecutor
+        return RayExecutor(max_in_flight, ray_address, log=log)
+    cpus = workers.cpu_count()
+    max_in_flight = workers.cap_in_flight(max_in_flight, cpus, log)
     if max_in_flight == 1:
         return SequentialExecutor()
     if kind == "process":
-        return ProcessExecutor(max_in_flight)
-    if kind == "thread":
-        return ThreadExecutor(max_in_flight)
-    raise ValueError(f"unknown executor kind {kind!r}: expected 'process' or 'thread'")
+        return ProcessExecutor(max_in_flight, workers.threads_per_worker(max_in_flight, cpus))
+    return ThreadExecutor(max_in_flight)

@@ -4,18 +4,22 @@ Each slot of the offline profile in hub_modules.yaml is either a published table
 <data_dir>/embeddings or a word2vec table trained here on <data_dir>/corpora, exported as our
 TF-Hub-format text module. A module counts as built only when its manifest.json exists; it is
 written into a temporary directory and renamed into place, so an interrupted build leaves nothing
-that looks finished, and re-running reuses what is already built.
+that looks finished, and re-running reuses what is already built. Builds into one cache directory
+take turns (a file lock): several runs or cluster workers starting at once on a fresh cache build
+each module once, the others wait and reuse it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +38,7 @@ from automl_transfer.modules.text_embedding import export_text_module
 
 Log = Callable[[str], Any]
 
+LOCK_FILE = "modules/.build.lock"  # under the cache directory
 # Bump when what a recipe produces changes (text normalisation, vocabulary rules, export format):
 # modules built by older code then no longer count as built and are rebuilt, not silently reused.
 BUILD_FORMAT = 2
@@ -133,10 +138,32 @@ def _build_one(spec: registry.ModuleSpec, recipe: dict[str, Any], data_dir: Path
     return manifest
 
 
+@contextlib.contextmanager
+def build_lock(cache_dir: str | Path | None, log: Log = print) -> Iterator[None]:
+    """Hold the cache directory's build lock, saying so when another process holds it first (the
+    kernel releases it when a holder dies, so a killed build never blocks the next one)."""
+    path = paths.cache_dir(str(cache_dir) if cache_dir is not None else None) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another process building modules in {path.parent} ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build_offline_modules(data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                           names: Sequence[str] | None = None, force: bool = False,
                           log: Log = print) -> list[dict[str, Any]]:
-    """Build (or reuse) the offline modules; one manifest dict per module, in yaml order."""
+    """Build (or reuse) the offline modules; one manifest dict per module, in yaml order. Takes
+    the cache's build lock first, so what another process built meanwhile is reused."""
+    with build_lock(cache_dir, log):
+        return _build_locked(data_dir, cache_dir, names, force, log)
+
+
+def _build_locked(data_dir: str | Path | None, cache_dir: str | Path | None,
+                  names: Sequence[str] | None, force: bool, log: Log) -> list[dict[str, Any]]:
     data_root = paths.data_dir(str(data_dir) if data_dir is not None else None)
     specs = registry.load_registry("offline", cache_dir)
     recipes = _selected(names)

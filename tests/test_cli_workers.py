@@ -1,0 +1,164 @@
+"""run_experiment.py with trials in flight, as a user runs it: worker processes and Ray workers die
+with a SIGKILLed run, whose rerun resumes with exactly the budget; Ctrl-C on Ray exits 130 and
+stops every worker; a missing Ray and too many workers are each said in one line.
+
+Kill points are made exact without timing: the test takes the store's write lock, counts the
+committed trials under it and kills the run while the run cannot commit more.
+"""
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import TASKS, TRIALS, _cli, _command, _env, _rows, workdir  # noqa: F401
+
+from automl_transfer import workers
+from automl_transfer.executors import ProcessExecutor, SequentialExecutor, make_executor
+
+WAIT_S = 240  # bound of every poll: a run or worker that never stops fails the test
+
+
+def _command_in(workdir: Path, exp: Path, *extra: str) -> list[str]:
+    return _command(workdir)[:-1] + [f"--experiment_dir={exp}", *extra]
+
+
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, start time) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                table[int(entry.name)] = (int(fields[1]), fields[0], fields[19])
+    return table
+
+
+def _descendants(root: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every live process below `root` (start time: pids get reused)."""
+    table = _process_table()
+    found, frontier = set(), [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, state, start) in table.items():
+            if ppid == parent and state != "Z":
+                found.add((pid, start))
+                frontier.append(pid)
+    return found
+
+
+def _alive(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    table = _process_table()
+    return {(pid, start) for pid, start in processes
+            if pid in table and table[pid][2] == start and table[pid][1] != "Z"}
+
+
+def _wait_until_gone(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    deadline = time.monotonic() + WAIT_S
+    while _alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _alive(processes)
+
+
+@contextlib.contextmanager
+def _store_write_lock(store: Path):
+    """Hold the store's write lock: the run cannot commit a trial meanwhile."""
+    db = sqlite3.connect(store, timeout=60)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
+def _committed_under_lock(proc: subprocess.Popen, store: Path, at_least: int, action) -> int:
+    """Wait until `at_least` trials are committed, then call `action()` while holding the store's
+    write lock; returns the number of trials committed when `action` ran."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store.exists():
+            with contextlib.suppress(sqlite3.OperationalError), _store_write_lock(store) as db:
+                count = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+                if count >= at_least:
+                    action()
+                    return count
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended or stalled before {at_least} trials were committed")
+
+
+@pytest.mark.parametrize("executor", ["process", "ray"])
+def test_sigkill_leaves_no_workers_and_the_rerun_resumes_with_the_exact_budget(
+        workdir, tmp_path, executor):
+    budget = TRIALS * len(TASKS)
+    exp = tmp_path / "exp"
+    command = _command_in(workdir, exp, "--max_in_flight=2", f"--executor={executor}")
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env())
+    workers_before_kill: set = set()
+
+    def kill() -> None:
+        workers_before_kill.update(_descendants(proc.pid))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    committed = _committed_under_lock(proc, exp / "trials.sqlite", 2, kill)
+    assert 2 <= committed < budget
+    assert len(workers_before_kill) >= 2  # the two workers (Ray: and its own processes)
+    assert _wait_until_gone(workers_before_kill) == set(), "processes outlived the killed run"
+
+    before = _rows(exp.parent)
+    resumed = _cli(command)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {committed}/{budget} trials already finished" in resumed.stderr
+    after = _rows(exp.parent)
+    assert [row[0] for row in after] == list(range(budget))  # exactly the budget, no duplicate
+    assert [row for row in after if row[0] in {r[0] for r in before}] == before  # not rerun
+    assert sorted(row[1] for row in after) == sorted(TASKS * TRIALS)
+
+
+def test_ctrl_c_on_ray_stops_its_workers_and_exits_130(workdir, tmp_path):
+    exp = tmp_path / "exp"
+    # A budget far beyond what runs before the signal: the run is always interrupted.
+    command = _command_in(workdir, exp, "--max_in_flight=2", "--executor=ray")
+    command = [arg if not arg.startswith("--trials=") else "--trials=50" for arg in command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), start_new_session=True)
+    processes: set = set()
+    _committed_under_lock(proc, exp / "trials.sqlite", 1,
+                          lambda: processes.update(_descendants(proc.pid)))
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+    _, stderr = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
+    assert _wait_until_gone(processes) == set(), "Ray processes outlived the interrupted run"
+
+
+def test_without_ray_the_ray_executor_says_how_to_install_it(workdir, tmp_path):
+    fake = tmp_path / "no_ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = {**_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{_env()['PYTHONPATH']}"}
+    result = subprocess.run(_command_in(workdir, tmp_path / "exp", "--executor=ray"),
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the Ray executor needs Ray: pip install -e \".[ray]\"")
+
+
+def test_more_in_flight_than_cpus_is_capped_in_one_line():
+    lines = []
+    cpus = workers.cpu_count()
+    executor = make_executor(cpus * 8, kind="process", log=lines.append)
+    assert lines == [f"warning: max_in_flight={cpus * 8} is more than the {cpus} CPUs available: "
+                     f"running {cpus} trials at a time"]
+    assert executor.max_in_flight == cpus
+    assert isinstance(executor, SequentialExecutor if cpus == 1 else ProcessExecutor)
+    executor.close()
+    lines.clear()
+    assert make_executor(1, log=lines.append).max_in_flight == 1 and lines == []
