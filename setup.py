@@ -24,10 +24,11 @@ setup(
         "gensim>=4.3",
         "matplotlib>=3.7",
         "tensorboard>=2.16",
+        "optuna>=3.0",
     ],
     extras_require={
         "test": ["pytest>=7"],
-        "bench": ["tf-keras>=2.16,<2.22"],
+        "bench": ["tf-keras>=2.16,<2.22", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["automl-transfer=run_experiment:run"]},
 )

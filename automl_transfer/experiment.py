@@ -27,6 +27,7 @@ import numpy as np
 
 from automl_transfer.errors import ResumeError, UserError
 from automl_transfer.executors import Executor, SequentialExecutor, TrialFn
+from automl_transfer.search_space import PAPER
 from automl_transfer.searchers.base import Searcher
 from automl_transfer.store import SEARCHER_STATE_KEY, STORE_FILE, TrialStore
 from automl_transfer.trial import Trial, TrialResult
@@ -36,6 +37,9 @@ CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = ".lock"
 # Settings a resume may change: a larger budget simply extends the run.
 EXTENDABLE_SETTINGS = frozenset({"trials_per_task"})
+# Settings that stores written before they existed lack, with the value those runs used: such a
+# store resumes as if it had recorded it (a store without `space` was made in the paper space).
+SETTING_DEFAULTS = {"space": PAPER}
 
 
 def task_schedule(tasks: Sequence[str], trials_per_task: int, seed: int, interleave: bool
@@ -133,6 +137,8 @@ def open_store(experiment_dir: str | Path, settings: Mapping[str, Any], overwrit
                 path.unlink()
     store = TrialStore(experiment_dir / STORE_FILE)
     saved = store.get_meta(SETTINGS_KEY)
+    if saved is not None:
+        saved = {**{k: v for k, v in SETTING_DEFAULTS.items() if k in settings}, **saved}
     settings = json.loads(json.dumps(dict(settings)))  # compare as stored: tuples become lists
     difference = _first_difference(saved, settings) if saved is not None else None
     if difference is not None:
