@@ -55,7 +55,7 @@ def test_paper_fingerprint_is_unchanged_and_the_extended_one_differs():
 def test_paper_configurations_are_stored_as_before_and_extended_ones_are_not_paper():
     paper, extended = SearchSpace(["a"]), SearchSpace(["a"], "extended")
     config = paper.to_config(paper.sample_actions(np.random.default_rng(0)))
-    assert "wide" + "_ngrams" not in config.to_json()  # the stored form of today's code
+    assert "wide_ngrams" not in config.to_json()  # stored as by the code before the flag
     assert Config.from_json(config.to_json()) == config
     wide = extended.to_config([0] * 12 + [1, 1, 2])
     assert (wide.wide_ngrams, wide.wide_weighting, wide.wide_vocab_size) == (2, "tfidf", 300_000)
