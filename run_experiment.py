@@ -38,7 +38,7 @@ from automl_transfer.metrics import accuracy_top_n  # noqa: E402
 from automl_transfer.modules import registry  # noqa: E402
 from automl_transfer.progress import FailureCount, ProgressDisplay  # noqa: E402
 from automl_transfer.ray_executor import import_ray  # noqa: E402
-from automl_transfer.search_space import SearchSpace  # noqa: E402
+from automl_transfer.search_space import PAPER, SPACES, SearchSpace  # noqa: E402
 from automl_transfer.searchers.base import Searcher  # noqa: E402
 from automl_transfer.searchers.random_search import RandomSearcher  # noqa: E402
 from automl_transfer.searchers.presets import PRESETS, resolve_settings  # noqa: E402
@@ -50,9 +50,10 @@ PRETRAIN_TASKS = ["airline", "news_aggregator", "political_message", "primary_em
                   "us_economy"]
 DEFAULT_TRIALS = 40  # per task: the default multitask run takes about 15 minutes on 2 cores
 
-flags.DEFINE_enum("mode", "multitask", ["random", "single", "multitask", "transfer", "protocol",
-                                        "report"],
-                  "What to run. random: random search (the paper's RS baseline). single: one "
+flags.DEFINE_enum("mode", "multitask", ["random", "tpe", "single", "multitask", "transfer",
+                                        "protocol", "report"],
+                  "What to run. random: random search (the paper's RS baseline). tpe: Optuna's "
+                  "TPE sampler, one study per task (a baseline). single: one "
                   "controller per task (NAML). multitask: one controller over all --tasks, each "
                   "trial's task drawn uniformly, task embeddings the only task-specific weights. "
                   "transfer: load --controller_dir, add a fresh task embedding per task, train on "
@@ -79,6 +80,10 @@ flags.DEFINE_enum("preset", "default", sorted(PRESETS), "Controller settings: 'd
 flags.DEFINE_string("protocol_config", str(paths.REPO_ROOT / "configs" / "protocol.yaml"),
                     "--mode=protocol: YAML file with pretrain_tasks, transfer_tasks, "
                     "pretrain_trials, transfer_trials, seeds, methods, parallel_runs.")
+flags.DEFINE_enum("space", PAPER, list(SPACES), "Search space: 'paper' (the paper's 12 "
+                  "decisions) or 'extended' (also the wide tower's n-gram range, TF-IDF or binary "
+                  "weighting and vocabulary size; docs/method.md). A run resumes, and a saved "
+                  "controller is reused, only in the space it was made in.")
 flags.DEFINE_float("learning_rate", None, "Controller learning rate; overrides --preset.")
 flags.DEFINE_float("entropy_weight", None, "Controller entropy bonus weight; overrides --preset.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard logs under "
@@ -161,8 +166,14 @@ def _transfer(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
                                          **_controller_settings())
 
 
+def _tpe(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
+    from automl_transfer.searchers.tpe import TPESearcher  # imports Optuna
+    return TPESearcher(space, seed)
+
+
 MODES: dict[str, Mode] = {
     "random": Mode(lambda space, seed, tasks: RandomSearcher(space, seed), interleave=False),
+    "tpe": Mode(_tpe, interleave=False),
     "single": Mode(_single, interleave=False),
     "multitask": Mode(_multitask, interleave=True),
     "transfer": Mode(_transfer, interleave=True),
@@ -285,7 +296,7 @@ def _protocol() -> int:
     config = ProtocolConfig.from_yaml(FLAGS.protocol_config)
     passed = [f"--{name}={value}" for name, value in (
         ("data_dir", FLAGS.data_dir), ("cache_dir", FLAGS.cache_dir), ("modules", FLAGS.modules),
-        ("preset", FLAGS.preset), ("learning_rate", FLAGS.learning_rate),
+        ("preset", FLAGS.preset), ("learning_rate", FLAGS.learning_rate), ("space", FLAGS.space),
         ("entropy_weight", FLAGS.entropy_weight)) if value is not None]
     passed += [f"--module_handles={','.join(FLAGS.module_handles)}"] if FLAGS.module_handles else []
     failures = run_protocol(config, FLAGS.experiment_dir, passed,
@@ -327,7 +338,7 @@ def _run(argv: Sequence[str]) -> int:
     handles, module_modalities = _module_handles(specs, FLAGS.module_handles)
     allowed = _allowed_modules(task_modalities, module_modalities)
     settings = {"mode": FLAGS.mode, "tasks": task_names, "seed": FLAGS.seed,
-                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials}
+                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials, "space": FLAGS.space}
     fingerprints = {"tasks": {name: task_fingerprint(path) for name, path in task_files.items()}}
     # The directory, the lock and the resume settings are checked before a module is built or
     # TensorFlow imported; the searcher's own settings are checked again when it exists.
@@ -346,7 +357,7 @@ def _run(argv: Sequence[str]) -> int:
         _ensure_built(sorted({m for modules in allowed.values() for m in modules}), data_dir)
     fingerprints["modules"] = {name: module_fingerprint(handle) for name, handle in handles.items()}
 
-    space = SearchSpace(list(handles))
+    space = SearchSpace(list(handles), FLAGS.space)
     searcher = mode.make_searcher(space, FLAGS.seed, task_names)
     budget = settings["trials_per_task"]
     schedule = task_schedule(task_names, budget, FLAGS.seed, interleave=mode.interleave)
@@ -355,7 +366,8 @@ def _run(argv: Sequence[str]) -> int:
         from automl_transfer.tensorboard_logging import TensorBoardLogger
         callbacks.append(TensorBoardLogger(FLAGS.experiment_dir))
     print(f"experiment {FLAGS.experiment_dir}: mode={FLAGS.mode}, tasks={','.join(task_names)}, "
-          f"{budget} trials per task, seed={FLAGS.seed}, {len(handles)} modules "
+          f"{budget} trials per task, seed={FLAGS.seed}, space={FLAGS.space}, "
+          f"{len(handles)} modules "
           f"({', '.join(handles)})", flush=True)
     evaluator = ChildEvaluator(sources, handles, str(data_dir))
     trials = run_experiment(

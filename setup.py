@@ -24,11 +24,12 @@ setup(
         "gensim>=4.3",
         "matplotlib>=3.7",
         "tensorboard>=2.16",
+        "optuna>=3.0",
     ],
     extras_require={
         "ray": ["ray>=2.9"],
         "test": ["pytest>=7", "ray>=2.9"],  # CI tests the Ray executor for real
-        "bench": ["tf-keras>=2.16,<2.22"],
+        "bench": ["tf-keras>=2.16,<2.22", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["automl-transfer=run_experiment:run"]},
 )

@@ -30,6 +30,7 @@ from automl_transfer.directory import LOCK_FILE
 from automl_transfer.errors import ResumeError, UserError
 from automl_transfer.executors import Executor, SequentialExecutor, TrialFn
 from automl_transfer.fingerprints import first_change
+from automl_transfer.search_space import PAPER
 from automl_transfer.searchers.base import Searcher
 from automl_transfer.store import SEARCHER_STATE_KEY, STORE_FILE, TrialStore
 from automl_transfer.trial import Status, Trial, TrialResult
@@ -41,6 +42,9 @@ CHECKPOINT_FILE = "checkpoint.json"
 STOP_AFTER_FAILURES = 3
 # Settings a resume may change: a larger budget simply extends the run.
 EXTENDABLE_SETTINGS = frozenset({"trials_per_task"})
+# Settings that stores written before they existed lack, with the value those runs used: such a
+# store resumes as if it had recorded it (a store without `space` was made in the paper space).
+SETTING_DEFAULTS = {"space": PAPER}
 
 
 class TaskSchedule(Sequence[str]):
@@ -226,6 +230,7 @@ def _check_resume(experiment_dir: str | Path, store: TrialStore, saved: Mapping[
     """Refuse a resume whose settings or fingerprints differ from those recorded."""
     hint = "use another --experiment_dir, or pass --overwrite to start afresh"
     if saved is not None:
+        saved = {**{k: v for k, v in SETTING_DEFAULTS.items() if k in settings}, **saved}
         settings = json.loads(json.dumps(dict(settings)))
         difference = _first_difference(saved, settings, only_given=only_given)
         if difference is not None:

@@ -1,10 +1,11 @@
 """The paper's protocol from one config file: multitask pre-training, then random search,
-single-task controllers and transferred controllers on held-out tasks, over several seeds.
+single-task controllers and transferred controllers (and, if listed, TPE) on held-out tasks,
+over several seeds. The search space is run_experiment.py's --space, passed to every run.
 
 Every run is an ordinary `run_experiment.py` run in its own folder, so rerunning the protocol
 resumes each run where it stopped. Layout under the protocol's directory:
     pretrain/seed<k>/               multitask controller over the pre-training tasks
-    <method>/<task>/seed<k>/        random | single | transfer on each transfer task
+    <method>/<task>/seed<k>/        random | tpe | single | transfer on each transfer task
 Runs that do not depend on each other go `parallel_runs` at a time (separate processes).
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ import yaml
 from automl_transfer.errors import UserError
 from automl_transfer.paths import REPO_ROOT
 
-METHODS = ("random", "single", "transfer")
+METHODS = ("random", "tpe", "single", "transfer")
+PAPER_METHODS = ("random", "single", "transfer")  # the default: the paper's three
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +35,7 @@ class ProtocolConfig:
     pretrain_trials: int      # per pre-training task
     transfer_trials: int      # per transfer task, for every method
     seeds: tuple[int, ...]
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = PAPER_METHODS
     parallel_runs: int = 1
 
     @classmethod

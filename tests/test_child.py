@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from automl_transfer.child.evaluate import TaskRef, evaluate
-from automl_transfer.child.features import module_features, task_features
+from automl_transfer.child.features import module_features, task_features, wide_features
 from automl_transfer.child.model import WideDeepChild
 from automl_transfer.errors import UserError
 from automl_transfer.modules.loading import load_module
@@ -115,8 +115,8 @@ def test_same_seed_same_metrics(task, handles):
     assert first.status == Status.COMPLETED
     assert (first.valid_accuracy, first.test_accuracy, first.steps) == \
         (second.valid_accuracy, second.test_accuracy, second.steps)
-    a = WideDeepChild(config, task_features(task), module_features(task, handles["glove"]), seed=3)
-    b = WideDeepChild(config, task_features(task), module_features(task, handles["glove"]), seed=3)
+    a, b = (WideDeepChild(config, task_features(task), module_features(task, handles["glove"]),
+                          wide_features(task, *config.wide_setting()), seed=3) for _ in range(2))
     batches = np.random.default_rng(0).integers(len(task_features(task).labels["train"]), size=(20, 100))
     np.testing.assert_array_equal(a.train_and_score(batches)[2], b.train_and_score(batches)[2])
 
@@ -134,7 +134,7 @@ def test_fine_tuning_changes_only_restricted_rows_of_batch_tokens(task, handles)
     feats, mod = task_features(task), module_features(task, handles["glove"])
     assert mod.table.shape[0] < MODULE_WORDS  # restricted to tokens of the task
     before_module = load_module(handles["glove"]).embeddings.numpy().copy()
-    child = WideDeepChild(make_config(fine_tune=True, wide_l1="disable"), feats, mod, seed=0)
+    child = WideDeepChild(make_config(fine_tune=True, wide_l1="disable"), feats, mod, None, seed=0)
     batches = np.random.default_rng(1).integers(len(feats.labels["train"]), size=(5, 100))
     steps, finite, _, _ = child.train_and_score(batches)
     assert steps == 5 and finite

@@ -1,4 +1,4 @@
-"""The protocol end to end through the CLI: multitask pre-training, then random, single and
+"""The protocol end to end through the CLI: multitask pre-training, then random, TPE, single and
 transfer runs on a held-out task, then the report; and config errors.
 
 Real child, real tiny tasks (real rows of real tasks in CSV files) and a real tiny module.
@@ -33,7 +33,8 @@ def workdir(tmp_path_factory, shared_data_dir) -> Path:
     export_text_module(str(root / "glove1k"), vocab, np.load(glove / "vectors.npy")[:1000])
     config = {"pretrain_tasks": [str(root / f"{t}.csv") for t in PRETRAIN],
               "transfer_tasks": [str(root / f"{HELD_OUT}.csv")], "pretrain_trials": 2,
-              "transfer_trials": 2, "seeds": [3], "parallel_runs": 2}
+              "transfer_trials": 2, "seeds": [3], "parallel_runs": 2,
+              "methods": ["random", "tpe", "single", "transfer"]}
     (root / "protocol.yaml").write_text(yaml.safe_dump(config))
     return root
 
@@ -66,7 +67,7 @@ def test_protocol_runs_every_mode_then_reports_and_resumes(workdir):
     pretrain = _trials(exp / "pretrain" / "seed3")
     assert len(pretrain) == 4 and {row[2] for row in pretrain} == {"multitask"}
     assert sorted({row[1] for row in pretrain}) == PRETRAIN
-    for method in ("random", "single", "transfer"):
+    for method in ("random", "tpe", "single", "transfer"):
         rows = _trials(exp / method / HELD_OUT / "seed3")
         assert [(r[0], r[1], r[2]) for r in rows] == [(0, HELD_OUT, method), (1, HELD_OUT, method)]
         assert all(r[3] in ("completed", "diverged", "failed") for r in rows)
@@ -75,6 +76,7 @@ def test_protocol_runs_every_mode_then_reports_and_resumes(workdir):
     assert all(f'"{t}"' in saved for t in PRETRAIN + [HELD_OUT])
     report = (exp / "report.md").read_text()
     assert "## Table 1" in report and f"| {HELD_OUT} |" in report
+    assert "TPE trials to target" in report and "TPE test top-10" in report
     assert (exp / "learning_curves_test.png").stat().st_size > 1000
     # A rerun resumes: nothing is trained again.
     before = _trials(exp / "transfer" / HELD_OUT / "seed3")

@@ -156,7 +156,7 @@ def test_single_random_search_gets_a_smaller_report_saying_what_is_missing(exper
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "trials.sqlite").write_text("not a database")
     text = write_report(tmp_path).read_text()
-    assert "Table 1 needs random, single and transfer runs" in text
+    assert "Table 1 needs random search and tpe, single or transfer runs" in text
     assert "no controller directories found" in text
     assert "broken/trials.sqlite" in text
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [

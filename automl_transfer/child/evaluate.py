@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from automl_transfer.child.features import TaskRef, module_features, task_features
+from automl_transfer.child.features import TaskRef, module_features, task_features, wide_features
 from automl_transfer.child.model import BATCH_SIZE, WideDeepChild
 from automl_transfer.errors import ModuleError
 from automl_transfer.search_space import Config
@@ -25,7 +25,8 @@ def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], s
     """Train the child `config` on `task` (module handle = module_handles[config.module]) with `seed`.
 
     Same seed, same metrics. Per-task and per-(task, module) work is cached in the process.
-    Times: setup_time_s = features (first trial of a task/module only) and building the child;
+    Times: setup_time_s = features (first trial of a task/module/wide setting only) and building
+    the child;
     train_time_s = tracing the one graph that trains and then scores valid and test, and running
     it; eval_time_s = accuracies from the logits.
     """
@@ -40,7 +41,8 @@ def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], s
             if config.module not in module_handles:
                 raise ModuleError(f"no handle for module {config.module!r}; known: {', '.join(module_handles)}")
             module = module_features(task, module_handles[config.module])
-        child = WideDeepChild(config, features, module, seed)
+        wide = wide_features(task, *config.wide_setting()) if config.wide_enabled else None
+        child = WideDeepChild(config, features, module, wide, seed)
         batches = np.random.default_rng([seed, 0]).integers(
             len(features.labels["train"]), size=(config.train_steps, BATCH_SIZE))
         setup = time.perf_counter()

@@ -5,9 +5,15 @@ the same mean embeddings; recomputing them per trial would cost more than traini
 Documents are stored as ragged id lists (flat `values` + `row_splits`) so the training graph can
 gather a batch and look rows up sparsely.
 
-Wide-tower vocabulary: the WIDE_VOCAB_SIZE most frequent tokens of the train split (ties broken
-alphabetically); other tokens have no wide feature (a token never seen in training would only
-ever keep its zero weight).
+Wide-tower features (`wide_features`, one per task and setting): the terms are the document's
+tokens, and with n-gram range 2 also its bigrams ("a b"). The vocabulary is the `vocab_size`
+terms of the train split in the most documents (ties broken alphabetically); other terms have no
+wide feature (a term never seen in training would only ever keep its zero weight). The ranking
+is computed once per (task, n-gram range) up to the largest size searched, so a smaller
+vocabulary is a prefix of it and its ids are those below its size. Weighting `binary` (the
+paper's): each term of a document counts once, no weights stored. `tfidf`: term count times the
+smoothed train idf, ln((1 + documents) / (1 + document frequency)) + 1, l2-normalised over the
+document's in-vocabulary terms (what scikit-learn's TfidfVectorizer computes).
 
 Modules with `token_ids` and `embeddings` (ours): the module's rows for every distinct token of
 the task's texts (all splits) that the module knows form a small "restricted" table; a document's
@@ -29,10 +35,12 @@ from automl_transfer.modules.loading import load_module
 from automl_transfer.tasks import load_task
 from automl_transfer.text import tokenize
 
-WIDE_VOCAB_SIZE = 30_000
+MAX_WIDE_VOCAB_SIZE = 300_000  # the largest wide vocabulary any search space offers
 SPLITS = ("train", "valid", "test")
 _FROZEN_CHUNK = 2048  # strings per module call when precomputing a generic module's features
 _CACHE_SIZE = 16
+# Settings of a big task's wide features (bigrams of imdb: ~200 MB each) kept at once.
+_WIDE_CACHE_SIZE = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,25 +58,34 @@ class Bags:
 
     values: np.ndarray  # int64
     row_splits: np.ndarray  # int64, len = documents + 1
+    weights: np.ndarray | None = None  # float32, one per value; None: every value weighs 1
 
     @classmethod
     def from_lists(cls, lists: list[list[int]]) -> "Bags":
-        lengths = np.fromiter((len(x) for x in lists), np.int64, count=len(lists))
-        splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        values = np.fromiter((i for x in lists for i in x), np.int64, count=int(splits[-1]))
-        return cls(values=values, row_splits=splits)
+        return cls(values=_flat(lists, np.int64), row_splits=_row_splits(lists))
+
+    def documents(self) -> np.ndarray:
+        """The document of every value."""
+        return np.repeat(np.arange(len(self.row_splits) - 1), np.diff(self.row_splits))
+
+
+def _row_splits(lists: list[list[Any]]) -> np.ndarray:
+    lengths = np.fromiter((len(x) for x in lists), np.int64, count=len(lists))
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _flat(lists: list[list[Any]], dtype: type) -> np.ndarray:
+    return np.fromiter((i for x in lists for i in x), dtype, count=sum(len(x) for x in lists))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TaskFeatures:
-    """Labels, texts and wide-tower bags (unique train-vocabulary ids) of each split."""
+    """Labels, texts and tokens of each split."""
 
     num_classes: int
     labels: dict[str, np.ndarray]
     texts: dict[str, tuple[str, ...]]
     tokens: dict[str, list[list[str]]]
-    wide_vocab: tuple[str, ...]
-    wide_bags: dict[str, Bags]
 
     @property
     def majority_class(self) -> int:
@@ -89,22 +106,90 @@ class ModuleFeatures:
         return self.table is not None
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class WideFeatures:
+    """The wide tower's input for one setting: bags of unique vocabulary ids per split."""
+
+    vocab: tuple[str, ...]  # term of each id (a bigram is "a b")
+    bags: dict[str, Bags]  # weights set for tfidf
+    idf: np.ndarray | None = None  # per id, for tfidf
+
+    @property
+    def size(self) -> int:
+        return len(self.vocab)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RankedTerms:
+    """Every split's term counts over the largest vocabulary (ids = rank in the train split)."""
+
+    vocab: tuple[str, ...]
+    document_frequency: np.ndarray  # per id, in train
+    bags: dict[str, Bags]  # ids sorted per document; weights = the term's count in it
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def task_features(task: TaskRef) -> TaskFeatures:
-    """Tokenise a task once and build its wide-tower vocabulary and bags."""
+    """Load and tokenise a task once."""
     loaded = load_task(task.name, data_dir=task.data_dir, seed=task.split_seed)
     splits = {"train": loaded.train, "valid": loaded.valid, "test": loaded.test}
-    tokens = {name: [tokenize(t) for t in split.texts] for name, split in splits.items()}
-    counts = collections.Counter(tok for doc in tokens["train"] for tok in set(doc))
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:WIDE_VOCAB_SIZE]
-    vocab = tuple(tok for tok, _ in ranked)
-    index = {tok: i for i, tok in enumerate(vocab)}
-    wide_bags = {name: Bags.from_lists([sorted({index[t] for t in doc if t in index}) for doc in docs])
-                 for name, docs in tokens.items()}
     return TaskFeatures(num_classes=loaded.num_classes,
                         labels={name: np.asarray(split.labels, np.int64) for name, split in splits.items()},
                         texts={name: split.texts for name, split in splits.items()},
-                        tokens=tokens, wide_vocab=vocab, wide_bags=wide_bags)
+                        tokens={name: [tokenize(t) for t in split.texts] for name, split in splits.items()})
+
+
+def terms(tokens: list[str], ngrams: int) -> list[str]:
+    """A document's wide-tower terms: its tokens, then (n-gram range 2) its bigrams."""
+    if ngrams == 1:
+        return tokens
+    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+
+@functools.lru_cache(maxsize=4)
+def _ranked_terms(task: TaskRef, ngrams: int) -> _RankedTerms:
+    if ngrams not in (1, 2):
+        raise ValueError(f"wide n-gram range must be 1 or 2, got {ngrams}")
+    docs = {name: [terms(doc, ngrams) for doc in split]
+            for name, split in task_features(task).tokens.items()}
+    frequency = collections.Counter(term for doc in docs["train"] for term in set(doc))
+    ranked = sorted(frequency.items(), key=lambda item: (-item[1], item[0]))[:MAX_WIDE_VOCAB_SIZE]
+    index = {term: i for i, (term, _) in enumerate(ranked)}
+    bags = {}
+    for name, split in docs.items():
+        counted = [sorted(collections.Counter(index[t] for t in doc if t in index).items())
+                   for doc in split]
+        bags[name] = Bags(values=_flat([[i for i, _ in doc] for doc in counted], np.int64),
+                          row_splits=_row_splits(counted),
+                          weights=_flat([[c for _, c in doc] for doc in counted], np.float32))
+    return _RankedTerms(vocab=tuple(term for term, _ in ranked),
+                        document_frequency=np.array([n for _, n in ranked], np.float32),
+                        bags=bags)
+
+
+@functools.lru_cache(maxsize=_WIDE_CACHE_SIZE)
+def wide_features(task: TaskRef, ngrams: int, weighting: str, vocab_size: int) -> WideFeatures:
+    """The wide tower's bags for one setting (see the module docstring), computed once."""
+    if weighting not in ("binary", "tfidf"):
+        raise ValueError(f"wide weighting must be binary or tfidf, got {weighting!r}")
+    ranked = _ranked_terms(task, ngrams)
+    size = min(vocab_size, len(ranked.vocab))
+    num_train = len(task_features(task).labels["train"])
+    idf = np.log((1 + num_train) / (1 + ranked.document_frequency[:size])) + 1
+    bags = {}
+    for name, counted in ranked.bags.items():
+        keep = counted.values < size
+        documents = counted.documents()[keep]
+        num_docs = len(counted.row_splits) - 1
+        splits = np.concatenate([[0], np.cumsum(np.bincount(documents, minlength=num_docs))])
+        values, weights = counted.values[keep], None
+        if weighting == "tfidf":
+            weights = counted.weights[keep] * idf[values]
+            norms = np.sqrt(np.bincount(documents, weights=weights ** 2, minlength=num_docs))
+            weights = (weights / norms[documents]).astype(np.float32)
+        bags[name] = Bags(values=values, row_splits=splits.astype(np.int64), weights=weights)
+    return WideFeatures(vocab=ranked.vocab[:size], bags=bags,
+                        idf=idf.astype(np.float32) if weighting == "tfidf" else None)
 
 
 def has_token_table(module: Any) -> bool:

@@ -2,8 +2,9 @@
 
 Deep tower: module features (frozen, a fine-tuned restricted table, or a fine-tuned generic
 module) -> hidden layers (dense, normalisation, activation, dropout) -> logits; Proximal Adagrad
-with the config's L2. Wide tower: bag of task-vocabulary tokens -> logits (a sparse lookup of a
-[vocabulary, classes] table); Proximal Adagrad with the config's L1. The logits add.
+with the config's L2. Wide tower: bag of task-vocabulary terms -> logits (a sparse lookup of a
+[vocabulary, classes] table, each row times the term's weight when the features are weighted);
+Proximal Adagrad with the config's L1. The logits add.
 
 All N training steps run inside one tf.function (a tf.while_loop over precomputed batch indices),
 so a step costs no Python; the loop stops early once the loss is NaN/inf. Dropout uses stateless
@@ -19,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from automl_transfer.child.features import ModuleFeatures, TaskFeatures
+from automl_transfer.child.features import ModuleFeatures, TaskFeatures, WideFeatures
 from automl_transfer.child.proximal_adagrad import ProximalAdagrad
 from automl_transfer.search_space import Config
 
@@ -61,8 +62,10 @@ def _grappler(enabled: bool) -> Iterator[None]:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
-def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, mean: bool) -> tf.Tensor:
-    """Sum (or mean) of each document's rows; the table's gradient is sparse (IndexedSlices).
+def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, mean: bool,
+                weights: tf.Tensor | None = None) -> tf.Tensor:
+    """Sum (or mean) of each document's rows, each times its weight if given; the table's
+    gradient is sparse (IndexedSlices).
 
     Raw ragged kernels, not tf.ragged helpers: those build dozens of small ops per call, and
     tracing them dominated the setup of short trials.
@@ -70,7 +73,10 @@ def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, me
     num_docs = tf.size(row_splits) - 1
     segments = tf.raw_ops.RaggedTensorToSparse(rt_nested_splits=[row_splits],
                                                rt_dense_values=values).sparse_indices[:, 0]
-    sums = tf.math.unsorted_segment_sum(tf.gather(table, values), segments, num_docs)
+    rows = tf.gather(table, values)
+    if weights is not None:
+        rows = rows * weights[:, None]
+    sums = tf.math.unsorted_segment_sum(rows, segments, num_docs)
     if not mean:
         return sums
     counts = tf.cast(row_splits[1:] - row_splits[:-1], tf.float32)[:, None]
@@ -91,6 +97,8 @@ def _gather(full: dict[str, tf.Tensor], docs: tf.Tensor) -> dict[str, tf.Tensor]
         out["ids"], out["id_splits"] = _gather_bags(full["ids"], full["id_splits"], docs)
     if "wide" in full:
         out["wide"], out["wide_splits"] = _gather_bags(full["wide"], full["wide_splits"], docs)
+    if "wide_weights" in full:
+        out["wide_weights"], _ = _gather_bags(full["wide_weights"], full["wide_splits"], docs)
     return out
 
 
@@ -119,12 +127,16 @@ tf.get_logger().addFilter(_DropRetracingWarning())
 class WideDeepChild:
     """One child network for one configuration on one task."""
 
-    def __init__(self, config: Config, task: TaskFeatures, module: ModuleFeatures | None, seed: int):
+    def __init__(self, config: Config, task: TaskFeatures, module: ModuleFeatures | None,
+                 wide: WideFeatures | None, seed: int):
+        """`module` is needed when the deep tower is on, `wide` (of the config's wide setting)
+        when the wide tower is."""
         rng = np.random.default_rng([seed, 1])
         self.config = config
         self.seed = seed
         self.task = task
         self.module = module
+        self.wide_features = wide
         self.deep = config.deep_enabled
         self.wide = config.wide_enabled
         self.tune_table = self.deep and config.fine_tune and module.restricted
@@ -158,7 +170,7 @@ class WideDeepChild:
             self.deep_optimizer = ProximalAdagrad(deep_vars, config.deep_learning_rate, l2=config.deep_l2)
         wide_vars: list[tf.Variable] = []
         if self.wide:
-            self.wide_table = _zeros(max(1, len(task.wide_vocab)), num_classes)
+            self.wide_table = _zeros(max(1, wide.size), num_classes)
             self.wide_bias = _zeros(num_classes)
             wide_vars = [self.wide_table, self.wide_bias]
             self.wide_optimizer = ProximalAdagrad(wide_vars, config.wide_learning_rate, l1=config.wide_l1)
@@ -183,7 +195,10 @@ class WideDeepChild:
         elif self.deep:
             out["dense"] = self.module.frozen[split]
         if self.wide:
-            out.update(wide=self.task.wide_bags[split].values, wide_splits=self.task.wide_bags[split].row_splits)
+            bags = self.wide_features.bags[split]
+            out.update(wide=bags.values, wide_splits=bags.row_splits)
+            if bags.weights is not None:
+                out["wide_weights"] = bags.weights
         return out
 
     def _logits(self, inputs: dict[str, tf.Tensor], training: bool, step: tf.Tensor | int = 0) -> tf.Tensor:
@@ -205,8 +220,9 @@ class WideDeepChild:
                     h = tf.nn.experimental.stateless_dropout(h, self.config.dropout, seed=seed)
             parts.append(tf.nn.bias_add(tf.matmul(h, self.out_kernel), self.out_bias))
         if self.wide:
-            parts.append(tf.nn.bias_add(
-                _bag_lookup(self.wide_table, inputs["wide"], inputs["wide_splits"], mean=False), self.wide_bias))
+            parts.append(tf.nn.bias_add(_bag_lookup(
+                self.wide_table, inputs["wide"], inputs["wide_splits"], mean=False,
+                weights=inputs.get("wide_weights")), self.wide_bias))
         return tf.add_n(parts)
 
     def _normalize(self, h: tf.Tensor, layer: dict[str, tf.Variable], training: bool) -> tf.Tensor:

@@ -16,7 +16,7 @@ from automl_transfer.errors import UserError
 from automl_transfer.report import figures, markdown
 from automl_transfer.report.loading import (Run, load_runs, load_task_embeddings, method_label,
                                             method_order)
-from automl_transfer.report.tables import RANDOM, SINGLE, TRANSFER, table1_row
+from automl_transfer.report.tables import COMPARED_METHODS, RANDOM, table1_row
 from automl_transfer.search_space import Config
 from automl_transfer.trial import Status, Trial
 
@@ -44,16 +44,17 @@ def _safe(label: str) -> str:
 def _table1_section(groups: Groups, top_n: int, notes: list[str]) -> list[str]:
     methods = sorted({m for by_method in groups.values() for m in by_method})
     tasks = [t for t, by in sorted(groups.items())
-             if by.get(RANDOM) and (by.get(SINGLE) or by.get(TRANSFER))]
+             if by.get(RANDOM) and any(by.get(m) for m in COMPARED_METHODS)]
     lines = [f"## Table 1: trials to reach random search's accuracy-top{top_n}", ""]
     if not tasks:
-        notes.append("Table 1 needs random, single and transfer runs on the same task; found "
+        notes.append("Table 1 needs random search and tpe, single or transfer runs on the same "
+                     "task; found "
                      f"methods: {', '.join(methods) or 'none'}.")
         return lines + ["Not available: see *Missing* below.", ""]
-    for method in (SINGLE, TRANSFER):
+    for method in COMPARED_METHODS:
         if not any(groups[t].get(method) for t in tasks):
             notes.append(f"no {method} runs found: Table 1's {method_label(method)} columns say "
-                         "'no runs' (Table 1 needs random, single and transfer runs).")
+                         "'no runs'.")
     rows = [table1_row(task, groups[task], top_n) for task in tasks]
     return lines + [
         f"Target: random search's validation accuracy-top{top_n} at its full budget (mean over "

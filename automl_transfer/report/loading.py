@@ -21,7 +21,7 @@ STORE_NAME = "trials.sqlite"
 # Where a run's saved controller is: the experiment loop checkpoints controllers in `controller/`.
 CONTROLLER_DIRS = ("controller",)
 # Methods in the order tables and legends show them, with the paper's names.
-METHOD_LABELS = {"random": "RS", "single": "NAML", "multitask": "multitask NAML",
+METHOD_LABELS = {"random": "RS", "tpe": "TPE", "single": "NAML", "multitask": "multitask NAML",
                  "transfer": "T-NAML"}
 
 
@@ -36,7 +36,7 @@ def method_order(methods: "set[str] | list[str]") -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One search: its method (random | single | multitask | transfer), seed and trials."""
+    """One search: its method (random | tpe | single | multitask | transfer), seed and trials."""
 
     path: Path
     label: str                    # the run folder relative to the experiment dir

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from automl_transfer.report.loading import Run, method_label
-from automl_transfer.report.tables import (SINGLE, TABLE_METHODS, TRANSFER, Estimate,
+from automl_transfer.report.tables import (COMPARED_METHODS, TABLE_METHODS, Estimate,
                                            Table1Row, TrialsNeeded)
 from automl_transfer.trial import Status, Trial
 
@@ -47,14 +47,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def table1(rows: Sequence[Table1Row], n: int) -> str:
     """The paper's Table 1: trials to RS's validation top-N, speed-up, test top-N at a budget."""
     header = ["task", "RS budget", f"RS valid top-{n} (target)"]
-    header += [f"{method_label(m)} trials to target" for m in (SINGLE, TRANSFER)]
-    header += [f"{method_label(m)} speed-up over RS" for m in (SINGLE, TRANSFER)]
+    header += [f"{method_label(m)} trials to target" for m in COMPARED_METHODS]
+    header += [f"{method_label(m)} speed-up over RS" for m in COMPARED_METHODS]
     header += ["fixed budget"] + [f"{method_label(m)} test top-{n}" for m in TABLE_METHODS]
     body = []
     for row in rows:
         cells = [row.task, str(row.rs_budget), f"{100 * row.target:.1f}"]
-        cells += [trials_needed(row.trials_needed.get(m)) for m in (SINGLE, TRANSFER)]
-        cells += [speedups(row.speedups.get(m)) for m in (SINGLE, TRANSFER)]
+        cells += [trials_needed(row.trials_needed.get(m)) for m in COMPARED_METHODS]
+        cells += [speedups(row.speedups.get(m)) for m in COMPARED_METHODS]
         cells.append(str(row.fixed_budget))
         for method in TABLE_METHODS:
             estimate = row.test_at_budget.get(method)

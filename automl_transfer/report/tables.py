@@ -12,8 +12,9 @@ import numpy as np
 from automl_transfer.metrics import speedup, top_n_curve, trials_to_target
 from automl_transfer.trial import Trial
 
-RANDOM, SINGLE, TRANSFER = "random", "single", "transfer"
-TABLE_METHODS = (RANDOM, SINGLE, TRANSFER)
+RANDOM, TPE, SINGLE, TRANSFER = "random", "tpe", "single", "transfer"
+COMPARED_METHODS = (TPE, SINGLE, TRANSFER)  # each measured against RS's target
+TABLE_METHODS = (RANDOM,) + COMPARED_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +44,11 @@ class Table1Row:
     task: str
     rs_budget: int
     target: float                            # RS validation accuracy-topN at its full budget
-    trials_needed: dict[str, TrialsNeeded]   # single / transfer, where runs exist
-    speedups: dict[str, tuple[float | None, ...]]  # single / transfer, per seed pair (None:
-                                                   # not reached)
+    trials_needed: dict[str, TrialsNeeded]   # tpe / single / transfer, where runs exist
+    speedups: dict[str, tuple[float | None, ...]]  # tpe / single / transfer, per seed pair
+                                                   # (None: not reached)
     fixed_budget: int                        # smallest budget common to every run of the task
-    test_at_budget: dict[str, Estimate]      # random / single / transfer, where runs exist
+    test_at_budget: dict[str, Estimate]      # every method of TABLE_METHODS that has runs
 
 
 def _sem(values: Sequence[float]) -> float:
@@ -73,7 +74,7 @@ def table1_row(task: str, by_method: Mapping[str, Sequence[Sequence[Trial]]], n:
               for m in TABLE_METHODS if by_method.get(m)}
     target = float(np.mean([c.valid[-1] for c in curves[RANDOM]]))
     needed, speedups = {}, {}
-    for method in (SINGLE, TRANSFER):
+    for method in COMPARED_METHODS:
         if method in curves:
             per_seed = tuple(trials_to_target(c, target) for c in curves[method])
             needed[method] = TrialsNeeded(per_seed, max(len(t) for t in by_method[method]))

@@ -294,12 +294,10 @@ class PerTaskControllerSearcher(Searcher):
 
 
 def _space_from_saved(directory: str | Path) -> SearchSpace:
-    """The search space a controller was saved with (its module list; the rest is fixed)."""
+    """The search space a controller was saved with (its modules and its space name)."""
     path = Path(directory) / controller_io.METADATA_FILE
     try:
-        saved = json.loads(path.read_text())["space"]
-        modules = next(d["options"] for d in saved if d["name"] == "module")
-    except (OSError, ValueError, KeyError, StopIteration) as err:
+        return SearchSpace.from_json(json.loads(path.read_text())["space"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise controller_io.ControllerLoadError(
             f"no readable saved controller at {directory}: {err}") from None
-    return SearchSpace(modules)
