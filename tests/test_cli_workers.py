@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import TASKS, TRIALS, _cli, _command, _env, _rows, workdir  # noqa: F401
+from cli_helpers import TASKS, TRIALS, cli, make_workdir, rows
+from cli_helpers import command as cli_command
+from cli_helpers import env as cli_env
 
 from automl_transfer import workers
 from automl_transfer.executors import ProcessExecutor, SequentialExecutor, make_executor
@@ -23,8 +25,9 @@ from automl_transfer.executors import ProcessExecutor, SequentialExecutor, make_
 WAIT_S = 240  # bound of every poll: a run or worker that never stops fails the test
 
 
-def _command_in(workdir: Path, exp: Path, *extra: str) -> list[str]:
-    return _command(workdir)[:-1] + [f"--experiment_dir={exp}", *extra]
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, shared_data_dir):
+    return make_workdir(tmp_path_factory.mktemp("cli_workers"), shared_data_dir)
 
 
 def _process_table() -> dict[int, tuple[int, str, str]]:
@@ -96,9 +99,9 @@ def test_sigkill_leaves_no_workers_and_the_rerun_resumes_with_the_exact_budget(
         workdir, tmp_path, executor):
     budget = TRIALS * len(TASKS)
     exp = tmp_path / "exp"
-    command = _command_in(workdir, exp, "--max_in_flight=2", f"--executor={executor}")
+    command = cli_command(workdir, exp, "--max_in_flight=2", f"--executor={executor}")
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())
+                            env=cli_env())
     workers_before_kill: set = set()
 
     def kill() -> None:
@@ -111,11 +114,11 @@ def test_sigkill_leaves_no_workers_and_the_rerun_resumes_with_the_exact_budget(
     assert len(workers_before_kill) >= 2  # the two workers (Ray: and its own processes)
     assert _wait_until_gone(workers_before_kill) == set(), "processes outlived the killed run"
 
-    before = _rows(exp.parent)
-    resumed = _cli(command)
+    before = rows(exp / "trials.sqlite")
+    resumed = cli(command)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {committed}/{budget} trials already finished" in resumed.stderr
-    after = _rows(exp.parent)
+    after = rows(exp / "trials.sqlite")
     assert [row[0] for row in after] == list(range(budget))  # exactly the budget, no duplicate
     assert [row for row in after if row[0] in {r[0] for r in before}] == before  # not rerun
     assert sorted(row[1] for row in after) == sorted(TASKS * TRIALS)
@@ -124,10 +127,10 @@ def test_sigkill_leaves_no_workers_and_the_rerun_resumes_with_the_exact_budget(
 def test_ctrl_c_on_ray_stops_its_workers_and_exits_130(workdir, tmp_path):
     exp = tmp_path / "exp"
     # A budget far beyond what runs before the signal: the run is always interrupted.
-    command = _command_in(workdir, exp, "--max_in_flight=2", "--executor=ray")
+    command = cli_command(workdir, exp, "--max_in_flight=2", "--executor=ray")
     command = [arg if not arg.startswith("--trials=") else "--trials=50" for arg in command]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), start_new_session=True)
+                            env=cli_env(), start_new_session=True)
     processes: set = set()
     _committed_under_lock(proc, exp / "trials.sqlite", 1,
                           lambda: processes.update(_descendants(proc.pid)))
@@ -143,8 +146,8 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(workdir, tmp_path):
     fake = tmp_path / "no_ray" / "ray"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
-    env = {**_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{_env()['PYTHONPATH']}"}
-    result = subprocess.run(_command_in(workdir, tmp_path / "exp", "--executor=ray"),
+    env = {**cli_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{cli_env()['PYTHONPATH']}"}
+    result = subprocess.run(cli_command(workdir, tmp_path / "exp", "--executor=ray"),
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
