@@ -236,7 +236,7 @@ class _FullDiskSearcher(RandomSearcher):
 
 def test_full_disk_while_checkpointing_is_one_line_and_the_rerun_resumes(tmp_path):
     with pytest.raises(UserError, match=r"searcher.tmp: cannot write the searcher checkpoint "
-                                        r"\(No space left on device\): free some space, then rerun"):
+                                        r"\(No space left on device\): free some space"):
         _run(tmp_path / "exp", searcher=_FullDiskSearcher(SearchSpace(MODULES), 1))
     with TrialStore(tmp_path / "exp" / STORE_FILE) as store:
         kept = store.trials()
