@@ -209,7 +209,8 @@ def _summary(trials: Sequence[Trial], task_names: Sequence[str]) -> list[str]:
         valid, test = accuracy_top_n(finished, TOP_N)
         failures = FailureCount(finished)
         counted = f" ({failures.describe()})" if failures.total else ""
-        lines.append(f"  {name}: {len(finished)} trials{counted}, valid {valid:.4f}, test {test:.4f}")
+        lines.append(f"  {name}: {len(finished)} trials{counted}, valid {valid:.4f}, "
+                     f"test {test:.4f}")
         top = sorted(finished, key=lambda t: (-t.result.reward, t.trial_id))[:TOP_N]
         zeros = sum(t.result.status != Status.COMPLETED for t in top)
         if zeros:

@@ -93,9 +93,9 @@ def check_new_run_allowed(experiment_dir: str | Path) -> None:
         return
     foreign = sorted(entry.name for entry in path.iterdir() if not is_ours(entry.name))
     if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise UserError(f"{path}: not empty and not an experiment directory (it holds "
-                        f"{foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}"
-                        f"): use a new or empty --experiment_dir")
+                        f"{foreign[0]!r}{more}): use a new or empty --experiment_dir")
 
 
 def remove_ours(experiment_dir: str | Path) -> None:

@@ -87,7 +87,8 @@ class TaskSchedule(Sequence[str]):
             return tuple(range(len(self.tasks)))
         if self._last_round[0] != round_index:
             rng = np.random.default_rng([self.seed, round_index])
-            self._last_round = (round_index, tuple(int(i) for i in rng.permutation(len(self.tasks))))
+            order = tuple(int(i) for i in rng.permutation(len(self.tasks)))
+            self._last_round = (round_index, order)
         return self._last_round[1]
 
     def __eq__(self, other: object) -> bool:
@@ -216,8 +217,9 @@ def open_store(experiment_dir: str | Path, settings: Mapping[str, Any], overwrit
         store.set_meta(SETTINGS_KEY, settings)
         if fingerprints is not None:
             recorded = store.get_meta(FINGERPRINTS_KEY, {})
+            merged = {**recorded, **fingerprints}
             store.set_meta(FINGERPRINTS_KEY, {kind: {**recorded.get(kind, {}), **names}
-                                              for kind, names in {**recorded, **fingerprints}.items()})
+                                              for kind, names in merged.items()})
     except BaseException:
         store.close()
         raise

@@ -57,7 +57,8 @@ class TrialStore:
             columns = ", ".join(f"{name} {kind}" for name, kind in _TRIAL_COLUMNS)
             with self._db:
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS trials ({columns})")
-                self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
