@@ -32,19 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from cli_helpers import command, descendants, env, finished_count, rows  # noqa: E402
+from cli_helpers import alive, command, descendants, env, finished_count, rows  # noqa: E402
 
 from automl_transfer import paths  # noqa: E402
 
 TRIALS = 2  # per task: 4 trials per run
 MODES = ("random", "multitask")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _searcher_seen(experiment_dir: Path) -> tuple[int | None, int | None]:
@@ -87,7 +80,7 @@ def one_run(index: int, workdir: Path, out: Path, stored: int, delay_s: float) -
     proc.kill()
     proc.wait()
     time.sleep(1.0)  # a benchmark, not a test: give dying workers a moment before counting
-    orphans = sum(_alive(pid) for pid in workers if pid != proc.pid) if not finished_first else 0
+    orphans = sum(alive(pid) for pid in workers if pid != proc.pid) if not finished_first else 0
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # leave nothing behind, whatever the count said
     except ProcessLookupError:

@@ -119,6 +119,14 @@ def wait_for_trials(proc: subprocess.Popen, store: Path, count: int) -> list[str
     return lines
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def descendants(pid: int) -> set[int]:
     """Pids of every living process below `pid` (from /proc)."""
     children: dict[int, list[int]] = {}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import (TASKS, TRIALS, UNFINISHABLE, cli, command, descendants, env,
+from cli_helpers import (TASKS, TRIALS, UNFINISHABLE, alive, cli, command, descendants, env,
                          finished_count, make_workdir, rows, start, wait_for_trials)
 
 RESUME_HINT = "finished trials are saved in {}; rerun the same command to resume"
@@ -48,13 +48,6 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(workdir, tmp_path):
     assert resumed.returncode == 143
     assert f"resuming: {stored}/{UNFINISHABLE * len(TASKS)} trials already finished\n" in lines
     assert [row[0] for row in rows(store)] == list(range(finished_count(store)))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _wait_until_workers_ignore_sigint(pid: int, workers: int) -> None:
@@ -94,7 +87,7 @@ def test_stopping_a_run_with_worker_processes_is_clean(workdir, tmp_path, stop, 
     assert proc.returncode == code
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert stderr.strip().splitlines()[-1].endswith(RESUME_HINT.format(exp))
-    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived the run"
+    assert not [pid for pid in workers if alive(pid)], "worker processes outlived the run"
     ids = [row[0] for row in rows(store)]
     assert len(ids) >= 1 and len(set(ids)) == len(ids)
 
