@@ -108,7 +108,7 @@ class Config:
     def to_json(self) -> str:
         """Wide-tower fields at the paper's values are left out: a paper configuration is stored
         exactly as before the extended space existed (older code reads it)."""
-        values = {k: v for k, v in self.to_dict().items() 
+        values = {k: v for k, v in self.to_dict().items()
                   if k not in PAPER_WIDE or v != PAPER_WIDE[k]}
         return json.dumps(values, sort_keys=True)
 
