@@ -137,9 +137,13 @@ class ProcessExecutor(_FuturesExecutor):
 KINDS = ("process", "thread", "ray")
 
 
+def warn(line: str) -> None:
+    """Where executors say what they changed (a capped max_in_flight): stderr, beside progress."""
+    print(line, file=sys.stderr)
+
+
 def make_executor(max_in_flight: int = 1, kind: str = "process", ray_address: str = "",
-                  log: Callable[[str], object] = lambda line: print(line, file=sys.stderr)
-                  ) -> Executor:
+                  log: Callable[[str], object] = warn) -> Executor:
     """The executor for `max_in_flight` trials at once of `kind` (see KINDS).
 
     One local trial at a time runs in this process (SequentialExecutor). Local pools are capped at

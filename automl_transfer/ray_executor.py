@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from automl_transfer import paths, workers
 from automl_transfer.errors import UserError
-from automl_transfer.executors import Executor, TrialFn
+from automl_transfer.executors import Executor, TrialFn, warn
 from automl_transfer.trial import Status, Trial, TrialResult
 
 INSTALL_HINT = 'the Ray executor needs Ray: pip install -e ".[ray]" (or pip install "ray>=2.9")'
@@ -98,7 +98,7 @@ class RayExecutor(Executor):
     """
 
     def __init__(self, max_in_flight: int, address: str = "",
-                 log: Callable[[str], object] = print):
+                 log: Callable[[str], object] = warn):
         super().__init__(max_in_flight)
         self._ray = import_ray()
         self._address = address
