@@ -51,7 +51,7 @@ PRETRAIN_TASKS = ["airline", "news_aggregator", "political_message", "primary_em
 DEFAULT_TRIALS = 40  # per task: the default multitask run takes about 15 minutes on 2 cores
 
 flags.DEFINE_enum("mode", "multitask", ["random", "single", "multitask", "transfer", "protocol",
-                                        "report"],
+                                        "report", "export", "predict"],
                   "What to run. random: random search (the paper's RS baseline). single: one "
                   "controller per task (NAML). multitask: one controller over all --tasks, each "
                   "trial's task drawn uniformly, task embeddings the only task-specific weights. "
@@ -60,7 +60,9 @@ flags.DEFINE_enum("mode", "multitask", ["random", "single", "multitask", "transf
                   "(pre-training, then random/single/transfer on held-out tasks over seeds), "
                   "every run in its own folder under --experiment_dir, then the report. report: "
                   "write <experiment_dir>/report.md with figures from every run found under "
-                  "--experiment_dir.")
+                  "--experiment_dir. export: re-train the best configurations of the search in "
+                  "--experiment_dir and write the most robust as a SavedModel to --export_dir. "
+                  "predict: classify --input with the model in --model_dir, writing --output.")
 flags.DEFINE_list("tasks", PRETRAIN_TASKS, "Comma-separated tasks: registered names (see "
                   "datasets/tasks.yaml, read from --data_dir) or paths to .csv/.csv.gz files with "
                   "columns text,label[,split]. Default: the paper's pre-training tasks we have.")
@@ -104,6 +106,15 @@ flags.DEFINE_string("report_decision", "module", "--mode=report: the decision wh
                     "num_layers, train_samples).")
 flags.DEFINE_integer("report_window", 50, "--mode=report: sliding window, in trials, of the "
                      "option-probability figure.", lower_bound=1)
+flags.DEFINE_string("export_dir", None, "--mode=export: where the SavedModel and its card.json go.")
+flags.DEFINE_integer("export_top_k", 5, "--mode=export: distinct configurations (best validation "
+                     "accuracy first) re-trained with fresh seeds; the best mean is exported.",
+                     lower_bound=1)
+flags.DEFINE_string("model_dir", None, "--mode=predict: an exported model (--mode=export).")
+flags.DEFINE_string("input", None, "--mode=predict: CSV with a `text` column, or .txt with one "
+                    "text per line.")
+flags.DEFINE_string("output", None, "--mode=predict: CSV to write: the input's columns, the "
+                    "predicted `label` and p_<class> per class.")
 flags.DEFINE_integer("max_in_flight", 1, "Trials evaluated at once: 1 runs them one by one in this "
                      "process; more uses that many worker processes.", lower_bound=1)
 
@@ -243,9 +254,43 @@ def _protocol() -> int:
     return 1 if failures else 0
 
 
+def _required(*names: str) -> None:
+    for name in names:
+        if not FLAGS[name].value:
+            raise UserError(f"--mode={FLAGS.mode} needs --{name}")
+
+
+def _export() -> int:
+    from automl_transfer.export import export_model
+    _required("experiment_dir", "export_dir")
+    task = None
+    if FLAGS["tasks"].present:
+        if len(FLAGS.tasks) != 1:
+            raise UserError("--mode=export: name one task with --tasks")
+        task = task_lib.task_name(FLAGS.tasks[0])
+    card = export_model(FLAGS.experiment_dir, FLAGS.export_dir, task, top_k=FLAGS.export_top_k,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"exported {card['task']} to {FLAGS.export_dir}: valid {card['valid_accuracy']:.4f}, "
+          f"test {card['test_accuracy']:.4f} (trials {card['trial_ids']})")
+    return 0
+
+
+def _predict() -> int:
+    from automl_transfer.predict import predict_file
+    _required("model_dir", "input", "output")
+    count = predict_file(FLAGS.model_dir, FLAGS.input, FLAGS.output,
+                         log=lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
+    print(f"\n{count} predictions written to {FLAGS.output}", flush=True)
+    return 0
+
+
 def _run(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise UserError(f"unexpected argument {argv[1]!r} (flags look like --name=value)")
+    if FLAGS.mode == "export":
+        return _export()
+    if FLAGS.mode == "predict":
+        return _predict()
     if FLAGS.experiment_dir is None:
         FLAGS.experiment_dir = str(Path("experiments") / FLAGS.mode) if FLAGS.mode != "report" \
             else "experiments"
@@ -273,7 +318,10 @@ def _run(argv: Sequence[str]) -> int:
     searcher = mode.make_searcher(space, FLAGS.seed, task_names)
     schedule = task_schedule(task_names, FLAGS.trials, FLAGS.seed, interleave=mode.interleave)
     settings = {"mode": FLAGS.mode, "tasks": task_names, "seed": FLAGS.seed,
-                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials}
+                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials,
+                "sources": {"tasks": {name: str(task_lib.resolve_task_path(source, data_dir))
+                                      for name, source in sources.items()},
+                            "module_handles": handles, "data_dir": str(data_dir)}}
     callbacks = [ProgressDisplay()]
     if FLAGS.tensorboard:
         from automl_transfer.tensorboard_logging import TensorBoardLogger

@@ -34,8 +34,9 @@ from automl_transfer.trial import Trial, TrialResult
 SETTINGS_KEY = "settings"
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = ".lock"
-# Settings a resume may change: a larger budget simply extends the run.
-EXTENDABLE_SETTINGS = frozenset({"trials_per_task"})
+# Settings a resume may change: a larger budget simply extends the run; where the task files and
+# modules are (`sources`, read by an export) may move between runs without changing them.
+EXTENDABLE_SETTINGS = frozenset({"trials_per_task", "sources"})
 
 
 def task_schedule(tasks: Sequence[str], trials_per_task: int, seed: int, interleave: bool
