@@ -30,7 +30,7 @@ from absl import logging as absl_logging  # noqa: E402
 
 # None of these imports TensorFlow: bad flags, task names and resume settings are refused in a
 # second; TensorFlow comes with the first trial (or the offline module build).
-from automl_transfer import paths  # noqa: E402
+from automl_transfer import paths, pretrained  # noqa: E402
 from automl_transfer import tasks as task_lib  # noqa: E402
 from automl_transfer.errors import UserError  # noqa: E402
 from automl_transfer.executors import make_executor  # noqa: E402
@@ -73,7 +73,8 @@ flags.DEFINE_string("experiment_dir", None, "Directory for this experiment: tria
                     "modes) and tensorboard/. Reusing it resumes the run. Default: "
                     "experiments/<mode> under the current directory.")
 flags.DEFINE_string("controller_dir", None, "--mode=transfer: a saved controller (a run's "
-                    "controller/ folder, or the experiment directory holding it).")
+                    "controller/ folder, or the experiment directory holding it). Default: the "
+                    "controller shipped in automl_transfer/pretrained/ for the search space.")
 flags.DEFINE_enum("preset", "default", sorted(PRESETS), "Controller settings: 'default' "
                   f"(learning rate {PRESETS['default']['learning_rate']}, measured to learn within "
                   f"a few hundred trials: docs/method.md) or 'paper' (learning rate "
@@ -301,9 +302,6 @@ def _run(argv: Sequence[str]) -> int:
         return _report()
     if FLAGS.mode == "protocol":
         return _protocol()
-    if FLAGS.mode == "transfer" and not FLAGS.controller_dir:
-        raise UserError("--mode=transfer needs --controller_dir: the controller/ folder of a "
-                        "multitask (or single-task) run")
     mode = MODES[FLAGS.mode]
     data_dir = paths.data_dir(FLAGS.data_dir)
     sources, task_modalities = _load_tasks(FLAGS.tasks, data_dir)
@@ -311,6 +309,8 @@ def _run(argv: Sequence[str]) -> int:
     specs = registry.load_registry(FLAGS.modules, FLAGS.cache_dir)
     handles, module_modalities = _module_handles(specs, FLAGS.module_handles)
     allowed = _allowed_modules(task_modalities, module_modalities)
+    if FLAGS.mode == "transfer" and not FLAGS.controller_dir:  # the controller shipped for the space
+        FLAGS.controller_dir = str(pretrained.default_controller(SearchSpace(list(handles)).fingerprint()))
     if FLAGS.modules == "offline" and not FLAGS.module_handles:
         _ensure_built(sorted({m for modules in allowed.values() for m in modules}), data_dir)
 

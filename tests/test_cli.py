@@ -135,13 +135,13 @@ def test_kill_resume_overwrite_and_refusal(workdir):
 @pytest.mark.parametrize("flag, message", [
     ("--tasks=no_such_task", "unknown task 'no_such_task'"),
     ("--trials=0", "--trials=0: 0 is not a positive integer"),
-    ("--mode=transfer", "--mode=transfer needs --controller_dir"),
+    ("--mode=transfer --modules=paper", "no shipped controller fits this search space"),
     ("--mode=nonsense", "--mode=nonsense"),
     ("--module_handles=glove", "'glove' is not name=handle"),
 ])
 def test_bad_flags_give_one_line_and_exit_code_2(tmp_path, flag, message):
     args = [sys.executable, str(REPO_ROOT / "run_experiment.py"), "--tasks=subj", "--trials=2",
-            f"--experiment_dir={tmp_path / 'exp'}", flag]
+            f"--experiment_dir={tmp_path / 'exp'}", *flag.split()]
     result = _cli(args)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
