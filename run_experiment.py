@@ -19,30 +19,21 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable, Sequence  # noqa: E402
+from typing import Sequence  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 # None of these imports TensorFlow: bad flags, task names and resume settings are refused in a
 # second; TensorFlow comes with the first trial (or the offline module build).
-from automl_transfer import paths, pretrained  # noqa: E402
+from automl_transfer import paths  # noqa: E402
 from automl_transfer import tasks as task_lib  # noqa: E402
 from automl_transfer.errors import UserError  # noqa: E402
-from automl_transfer.executors import make_executor  # noqa: E402
-from automl_transfer.experiment import ChildEvaluator, run_experiment, task_schedule  # noqa: E402
-from automl_transfer.metrics import accuracy_top_n  # noqa: E402
-from automl_transfer.modules import registry  # noqa: E402
-from automl_transfer.progress import ProgressDisplay  # noqa: E402
-from automl_transfer.search_space import SearchSpace  # noqa: E402
-from automl_transfer.searchers.base import Searcher  # noqa: E402
-from automl_transfer.searchers.random_search import RandomSearcher  # noqa: E402
+from automl_transfer.search import SearchOptions, run_search, summary  # noqa: E402
 from automl_transfer.searchers.presets import PRESETS  # noqa: E402
-from automl_transfer.trial import Trial  # noqa: E402
 
 FLAGS = flags.FLAGS
 # The paper's multitask pre-training tasks that we have (Complaints and Economic News are missing).
@@ -119,116 +110,7 @@ flags.DEFINE_string("output", None, "--mode=predict: CSV to write: the input's c
 flags.DEFINE_integer("max_in_flight", 1, "Trials evaluated at once: 1 runs them one by one in this "
                      "process; more uses that many worker processes.", lower_bound=1)
 
-TOP_N = 10
 RESUME_HINT = "rerun the same command to resume"
-
-
-@dataclasses.dataclass(frozen=True)
-class Mode:
-    """How one --mode searches: its searcher factory and whether tasks interleave."""
-
-    make_searcher: Callable[[SearchSpace, int, Sequence[str]], Searcher]  # (space, seed, tasks)
-    interleave: bool
-
-
-def _controller_settings() -> dict:
-    return {"preset": FLAGS.preset, "learning_rate": FLAGS.learning_rate,
-            "entropy_weight": FLAGS.entropy_weight}
-
-
-def _multitask(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
-    from automl_transfer.searchers.controller_searcher import ControllerSearcher
-    return ControllerSearcher(space, seed, tasks, **_controller_settings())
-
-
-def _single(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
-    from automl_transfer.searchers.controller_searcher import PerTaskControllerSearcher
-    return PerTaskControllerSearcher(space, seed, tasks, **_controller_settings())
-
-
-def _transfer(space: SearchSpace, seed: int, tasks: Sequence[str]) -> Searcher:
-    from automl_transfer.searchers.controller_searcher import ControllerSearcher
-    directory = Path(FLAGS.controller_dir).expanduser()
-    if (directory / "controller").is_dir():
-        directory = directory / "controller"
-    return ControllerSearcher.from_saved(directory, tasks, seed, space=space,
-                                         **_controller_settings())
-
-
-MODES: dict[str, Mode] = {
-    "random": Mode(lambda space, seed, tasks: RandomSearcher(space, seed), interleave=False),
-    "single": Mode(_single, interleave=False),
-    "multitask": Mode(_multitask, interleave=True),
-    "transfer": Mode(_transfer, interleave=True),
-}
-
-
-def _module_handles(specs: dict, pairs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(name -> handle, name -> modality) from the profile, or from --module_handles if given."""
-    if not pairs:
-        return ({n: s.handle for n, s in specs.items()}, {n: s.modality for n, s in specs.items()})
-    handles, modalities = {}, {}
-    for pair in pairs:
-        name, sep, handle = pair.partition("=")
-        if not sep or not name or not handle:
-            raise UserError(f"--module_handles: {pair!r} is not name=handle")
-        local = not registry.is_remote(handle)
-        if local and not Path(handle).expanduser().is_dir():
-            raise UserError(f"--module_handles: {handle}: module directory not found")
-        handles[name] = str(Path(handle).expanduser().resolve()) if local else handle
-        modalities[name] = specs[name].modality if name in specs else "text"
-    return handles, modalities
-
-
-def _summary(trials: Sequence[Trial], task_names: Sequence[str]) -> list[str]:
-    """Per task: validation and test accuracy-top10, and the best configuration."""
-    lines = [f"accuracy-top{TOP_N} (mean over the {TOP_N} best trials by validation accuracy):"]
-    for name in task_names:
-        finished = [t for t in trials if t.task == name and t.finished]
-        if not finished:
-            lines.append(f"  {name}: no finished trials")
-            continue
-        valid, test = accuracy_top_n(finished, TOP_N)
-        best = max(finished, key=lambda t: (t.result.reward, -t.trial_id))
-        lines.append(f"  {name}: {len(finished)} trials, valid {valid:.4f}, test {test:.4f}")
-        lines.append(f"    best (trial {best.trial_id}, valid {best.result.reward:.4f}, test "
-                     f"{best.result.test_accuracy:.4f}): {best.config.describe()}")
-    return lines
-
-
-def _load_tasks(given: Sequence[str], data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(task name -> name or path as given, task name -> modality); bad tasks fail here, early."""
-    if not given:
-        raise UserError("--tasks is empty: name at least one task")
-    sources, modalities = {}, {}
-    for name_or_path in given:
-        task = task_lib.load_task(name_or_path, data_dir)
-        if task.name in sources:
-            raise UserError(f"--tasks: task {task.name!r} is named twice")
-        sources[task.name] = name_or_path
-        modalities[task.name] = task.modality
-    return sources, modalities
-
-
-def _allowed_modules(task_modalities: dict[str, str], module_modalities: dict[str, str]
-                     ) -> dict[str, list[str]]:
-    """Task -> the modules of its modality."""
-    allowed = {task: [m for m, kind in module_modalities.items() if kind == modality]
-               for task, modality in task_modalities.items()}
-    for task, modules in allowed.items():
-        if not modules:
-            raise UserError(f"task {task!r} is {task_modalities[task]}, but no "
-                            f"{task_modalities[task]} module is available (--modules={FLAGS.modules})")
-    return allowed
-
-
-def _ensure_built(modules: Sequence[str], data_dir: Path) -> None:
-    """Build the offline modules the run needs and that are missing, saying what it does."""
-    from automl_transfer.modules import build  # imports TensorFlow
-    recipes = registry.build_recipes("offline")
-    print(f"checking offline modules in {paths.cache_dir(FLAGS.cache_dir)}", flush=True)
-    build.ensure_offline_modules(data_dir, FLAGS.cache_dir, [m for m in modules if m in recipes],
-                                 log=lambda line: print(f"  {line}", flush=True))
 
 
 def _report() -> int:
@@ -280,8 +162,8 @@ def _predict() -> int:
     from automl_transfer.predict import predict_file
     _required("model_dir", "input", "output")
     count = predict_file(FLAGS.model_dir, FLAGS.input, FLAGS.output,
-                         log=lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
-    print(f"\n{count} predictions written to {FLAGS.output}", flush=True)
+                         log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"{count} predictions written to {FLAGS.output}", flush=True)
     return 0
 
 
@@ -302,39 +184,15 @@ def _run(argv: Sequence[str]) -> int:
         return _report()
     if FLAGS.mode == "protocol":
         return _protocol()
-    mode = MODES[FLAGS.mode]
-    data_dir = paths.data_dir(FLAGS.data_dir)
-    sources, task_modalities = _load_tasks(FLAGS.tasks, data_dir)
-    task_names = list(sources)
-    specs = registry.load_registry(FLAGS.modules, FLAGS.cache_dir)
-    handles, module_modalities = _module_handles(specs, FLAGS.module_handles)
-    allowed = _allowed_modules(task_modalities, module_modalities)
-    if FLAGS.mode == "transfer" and not FLAGS.controller_dir:  # the controller shipped for the space
-        FLAGS.controller_dir = str(pretrained.default_controller(SearchSpace(list(handles)).fingerprint()))
-    if FLAGS.modules == "offline" and not FLAGS.module_handles:
-        _ensure_built(sorted({m for modules in allowed.values() for m in modules}), data_dir)
-
-    space = SearchSpace(list(handles))
-    searcher = mode.make_searcher(space, FLAGS.seed, task_names)
-    schedule = task_schedule(task_names, FLAGS.trials, FLAGS.seed, interleave=mode.interleave)
-    settings = {"mode": FLAGS.mode, "tasks": task_names, "seed": FLAGS.seed,
-                "profile": FLAGS.modules, "trials_per_task": FLAGS.trials,
-                "sources": {"tasks": {name: str(task_lib.resolve_task_path(source, data_dir))
-                                      for name, source in sources.items()},
-                            "module_handles": handles, "data_dir": str(data_dir)}}
-    callbacks = [ProgressDisplay()]
-    if FLAGS.tensorboard:
-        from automl_transfer.tensorboard_logging import TensorBoardLogger
-        callbacks.append(TensorBoardLogger(FLAGS.experiment_dir))
-    print(f"experiment {FLAGS.experiment_dir}: mode={FLAGS.mode}, tasks={','.join(task_names)}, "
-          f"{FLAGS.trials} trials per task, seed={FLAGS.seed}, {len(handles)} modules "
-          f"({', '.join(handles)})", flush=True)
-    evaluator = ChildEvaluator(sources, handles, str(data_dir))
-    trials = run_experiment(
-        FLAGS.experiment_dir, searcher, schedule, allowed, evaluator, settings,
-        executor=make_executor(FLAGS.max_in_flight), callbacks=callbacks,
-        overwrite=FLAGS.overwrite)
-    print("\n".join(_summary(trials, task_names)))
+    options = SearchOptions(
+        mode=FLAGS.mode, tasks=FLAGS.tasks, trials=FLAGS.trials,
+        experiment_dir=FLAGS.experiment_dir, seed=FLAGS.seed, controller_dir=FLAGS.controller_dir,
+        preset=FLAGS.preset, learning_rate=FLAGS.learning_rate,
+        entropy_weight=FLAGS.entropy_weight, data_dir=FLAGS.data_dir, cache_dir=FLAGS.cache_dir,
+        modules=FLAGS.modules, module_handles=FLAGS.module_handles, overwrite=FLAGS.overwrite,
+        tensorboard=FLAGS.tensorboard, max_in_flight=FLAGS.max_in_flight)
+    trials = run_search(options, log=lambda line: print(line, flush=True))
+    print("\n".join(summary(trials, [task_lib.task_name(t) for t in FLAGS.tasks])))
     return 0
 
 
