@@ -154,7 +154,7 @@ def test_help_explains_every_flag():
     assert result.returncode == 0
     for flag in ("mode", "tasks", "trials", "experiment_dir", "seed", "data_dir", "cache_dir",
                  "modules", "module_handles", "overwrite", "max_in_flight", "report_decision",
-                 "report_window"):
+                 "report_window", "export_dir", "export_top_k", "model_dir", "input", "output"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout
     assert "resumes" in result.stdout
 
