@@ -13,6 +13,7 @@ import pytest
 from automl_transfer import pretrained
 from automl_transfer.errors import UserError
 from automl_transfer.experiment import run_experiment, task_schedule
+from automl_transfer.modules import registry
 from automl_transfer.pretrained.package import main as package_main
 from automl_transfer.search_space import SearchSpace
 from automl_transfer.searchers import controller_io
@@ -79,3 +80,14 @@ def test_transfer_chain_keeps_every_task_embedding(multitask, tmp_path):
     np.testing.assert_array_equal(rows[:2], pretrained_rows)  # learned in pre-training
     np.testing.assert_array_equal(rows[2], first_rows[2])  # learned in the first transfer
     assert not np.allclose(first_rows[2], rows[3])  # d has a row of its own
+
+
+def test_the_shipped_controller_fits_the_offline_space_and_loads():
+    """What `--mode=transfer` without --controller_dir loads for the default module profile."""
+    space = SearchSpace(list(registry.load_registry("offline")))
+    folder = pretrained.default_controller(space.fingerprint())
+    card = json.loads((folder / "card.json").read_text())
+    assert controller_io.load_controller(folder, space).tasks == card["tasks"]
+    assert len(card["tasks"]) == 17 and card["module_profile"] == "offline"
+    assert 0 < sum(card["trials_seen"].values()) == card["trials_seen_total"]
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) <= 5 * 1024 * 1024
