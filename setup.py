@@ -13,6 +13,8 @@ setup(
     packages=find_packages(include=["automl_transfer", "automl_transfer.*"]),
     py_modules=["run_experiment"],
     include_package_data=True,
+    # The shipped controllers (SavedModel, JSON description, card): a plain `pip install .` too.
+    package_data={"automl_transfer.pretrained": ["*/*.json", "*/*.pb", "*/variables/*"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "tensorflow-hub>=0.16",

@@ -40,8 +40,9 @@ FINGERPRINTS_KEY = "fingerprints"  # {"tasks": {name: fingerprint}, "modules": {
 CHECKPOINT_FILE = "checkpoint.json"
 # Failed trials held back at a session's start before a run that fails them all the same way stops.
 STOP_AFTER_FAILURES = 3
-# Settings a resume may change: a larger budget simply extends the run.
-EXTENDABLE_SETTINGS = frozenset({"trials_per_task"})
+# Settings a resume may change: a larger budget simply extends the run; where the task files and
+# modules are (`sources`, read by an export) may move between runs without changing them.
+EXTENDABLE_SETTINGS = frozenset({"trials_per_task", "sources"})
 # Settings that stores written before they existed lack, with the value those runs used: such a
 # store resumes as if it had recorded it (a store without `space` was made in the paper space).
 SETTING_DEFAULTS = {"space": PAPER}

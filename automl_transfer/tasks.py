@@ -198,6 +198,11 @@ def _warnings(path: Path, texts: list[str], splits: dict[str, Split],
     return tuple(found)
 
 
+def task_name(name_or_path: str) -> str:
+    """The name a task gets from a registered name or a CSV path (no file is read)."""
+    return _task_name(Path(name_or_path))
+
+
 def _task_name(path: Path) -> str:
     """<dir>/<name>/data.csv(.gz) -> name; <dir>/<name>.csv(.gz) -> name."""
     stem = path.name.removesuffix(".gz").removesuffix(".csv")

@@ -78,13 +78,13 @@ def test_complete_run_overwrite_and_refusal(workdir, tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--tasks=no_such_task", "unknown task 'no_such_task'"),
     ("--trials=0", "--trials=0: 0 is not a positive integer"),
-    ("--mode=transfer", "--mode=transfer needs --controller_dir"),
+    ("--mode=transfer --modules=paper", "no shipped controller fits this search space"),
     ("--mode=nonsense", "--mode=nonsense"),
     ("--module_handles=glove", "'glove' is not name=handle"),
 ])
 def test_bad_flags_give_one_line_and_exit_code_2(tmp_path, flag, message):
     args = [sys.executable, str(REPO_ROOT / "run_experiment.py"), "--tasks=subj", "--trials=2",
-            f"--experiment_dir={tmp_path / 'exp'}", flag]
+            f"--experiment_dir={tmp_path / 'exp'}", *flag.split()]
     result = cli(args)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
@@ -97,7 +97,8 @@ def test_help_explains_every_flag():
     assert result.returncode == 0
     for flag in ("mode", "tasks", "trials", "experiment_dir", "seed", "data_dir", "cache_dir",
                  "modules", "module_handles", "overwrite", "max_in_flight", "report_decision",
-                 "report_window", "verbose"):
+                 "report_window", "verbose", "export_dir", "export_top_k", "model_dir", "input",
+                 "output", "executor", "ray_address", "space"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout
     assert "resumes" in result.stdout
 

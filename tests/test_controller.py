@@ -15,8 +15,8 @@ from automl_transfer.searchers import controller_io
 from automl_transfer.searchers.controller_searcher import (PRESETS, ControllerSearcher,
                                                            PerTaskControllerSearcher)
 from automl_transfer.searchers.random_search import RandomSearcher
-from automl_transfer.searchers.synthetic_reward import (finish, random_target, run_search,
-                                                         trials_to_target)
+from automl_transfer.searchers.synthetic_reward import (finish, near_target, random_target,
+                                                         run_search, trials_to_target)
 
 MODULES = [f"m{i}" for i in range(8)]
 SEEDS = (0, 1, 2)
@@ -29,15 +29,6 @@ def space() -> SearchSpace:
 
 def _median_trials(results, budget):
     return float(np.median([budget + 1 if r is None else r for r in results]))
-
-
-def _near(target, space, changes, seed):
-    """`target` with `changes` decisions (not the module) moved to another option."""
-    rng = np.random.default_rng(seed)
-    moved = list(target)
-    for i in rng.choice(np.arange(1, len(space.sizes)), size=changes, replace=False):
-        moved[i] = (moved[i] + 1 + int(rng.integers(space.sizes[i] - 1))) % space.sizes[i]
-    return tuple(moved)
 
 
 def test_initial_policy_is_near_uniform(space):
@@ -83,7 +74,7 @@ def test_transferred_controller_reaches_a_similar_target_sooner(space, tmp_path)
     pretrained.save(str(tmp_path))
     found = {"transfer": [], "scratch": []}
     for seed in SEEDS:  # new targets, each 2 decisions away from the source's
-        targets = {"new": _near(source, space, 2, seed)}
+        targets = {"new": near_target(source, space, 2, seed)}
         transferred = ControllerSearcher.from_saved(tmp_path, ["new"], seed + 100)
         scratch = ControllerSearcher(space, seed + 100, ["new"])
         for kind, searcher in (("transfer", transferred), ("scratch", scratch)):
@@ -214,3 +205,20 @@ def test_update_uses_validation_reward_and_presets_resolve(space):
     assert np.isfinite(controller.network.task_embeddings.numpy()).all()
     with pytest.raises(UserError, match="unknown controller preset"):
         ControllerSearcher(space, 0, ["t"], preset="fast")
+
+
+def test_argmax_first_suggestion_and_mean_embedding_for_a_new_task(space, trained):
+    _, directory = trained
+    searchers = [ControllerSearcher.from_saved(directory, ["new"], seed, first_suggestion="argmax",
+                                               new_task_init="mean") for seed in (7, 8)]
+    rows = searchers[0].network.task_embeddings.numpy()
+    np.testing.assert_allclose(rows[2], rows[:2].mean(axis=0), rtol=1e-6)
+    first = [s.suggest(0, "new", MODULES) for s in searchers]
+    assert first[0].config == first[1].config  # the policy's argmax: the seed plays no part
+    probabilities = searchers[0].probabilities("new", first[0].actions)
+    assert list(first[0].actions) == [int(np.argmax(probabilities[i, :size]))
+                                      for i, size in enumerate(space.sizes)]
+    assert searchers[0].settings()["first_suggestion"] == "argmax"
+    assert "first_suggestion" not in ControllerSearcher(space, 0, ["t"]).settings()
+    with pytest.raises(UserError):
+        ControllerSearcher(space, 0, ["t"], first_suggestion="best")

@@ -24,6 +24,7 @@ from automl_transfer.errors import DataError, ResumeError, StoreError, UserError
 from automl_transfer.experiment import FINGERPRINTS_KEY, SETTINGS_KEY, run_experiment, task_schedule
 from automl_transfer.fingerprints import task_fingerprint
 from automl_transfer.progress import ProgressDisplay
+from automl_transfer.search import summary
 from automl_transfer.search_space import SearchSpace
 from automl_transfer.searchers.random_search import RandomSearcher
 from automl_transfer.store import STORE_FILE, TrialStore
@@ -123,10 +124,9 @@ def test_failures_show_in_progress_and_different_errors_are_committed(tmp_path):
 
 
 def test_summary_says_failed_trials_count_as_zero_in_the_top10(tmp_path):
-    import run_experiment as cli
     failed = [t for t in _run(tmp_path / "exp", evaluate=_fail_differently) if t.task == "t1"]
     good = [t for t in _run(tmp_path / "ok") if t.task == "t2"]
-    lines = cli._summary(failed + good, ["t1", "t2"])
+    lines = summary(failed + good, ["t1", "t2"])
     first = failed[0].trial_id
     assert lines[1].startswith(f"  t1: 2 trials (2 failed (first #{first}: ValueError: bad trial "
                                f"{first})), valid 0.0000")

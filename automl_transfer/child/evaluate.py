@@ -7,8 +7,9 @@ a task that cannot be loaded (the user's fault, UserError) propagates.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from automl_transfer.errors import ModuleError
 from automl_transfer.search_space import Config
 from automl_transfer.trial import Status, TrialResult
 
-__all__ = ["TaskRef", "evaluate"]
+__all__ = ["TaskRef", "evaluate", "trained_child"]
 
 
 def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int) -> TrialResult:
@@ -30,39 +31,59 @@ def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], s
     train_time_s = tracing the one graph that trains and then scores valid and test, and running
     it; eval_time_s = accuracies from the logits.
     """
+    with trained_child(config, task, module_handles, seed) as (_, result):
+        return result
+
+
+@contextlib.contextmanager
+def trained_child(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int
+                  ) -> Iterator[tuple[WideDeepChild | None, TrialResult]]:
+    """`evaluate`, keeping the trained child for the `with` block (an export saves it there).
+
+    Yields (child, result); the child is None unless the trial COMPLETED with at least one tower.
+    A fine-tuned shared module gets its weights back when the block ends.
+    """
     start = time.perf_counter()
     features = task_features(task)  # an unknown or bad task raises UserError here
     child = None
     try:
         if not (config.deep_enabled or config.wide_enabled):
-            return _majority_result(features.labels, features.majority_class, time.perf_counter() - start)
-        module = None
-        if config.deep_enabled:
-            if config.module not in module_handles:
-                raise ModuleError(f"no handle for module {config.module!r}; known: {', '.join(module_handles)}")
-            module = module_features(task, module_handles[config.module])
-        wide = wide_features(task, *config.wide_setting()) if config.wide_enabled else None
-        child = WideDeepChild(config, features, module, wide, seed)
-        batches = np.random.default_rng([seed, 0]).integers(
-            len(features.labels["train"]), size=(config.train_steps, BATCH_SIZE))
-        setup = time.perf_counter()
-        steps, finite, valid_logits, test_logits = child.train_and_score(batches)
-        trained = time.perf_counter()  # scoring runs in the training graph: counted as training
-        accuracies = {split: float(np.mean(np.argmax(logits, axis=1) == features.labels[split]))
-                      for split, logits in (("valid", valid_logits), ("test", test_logits))}
-        done = time.perf_counter()
-        if not finite:
-            return TrialResult(Status.DIVERGED, 0.0, 0.0, setup - start, trained - setup, done - trained,
-                               steps, error="loss or weights became NaN/inf")
-        return TrialResult(Status.COMPLETED, accuracies["valid"], accuracies["test"], setup - start,
-                           trained - setup, done - trained, steps)
+            result = _majority_result(features.labels, features.majority_class, time.perf_counter() - start)
+        else:
+            module = None
+            if config.deep_enabled:
+                if config.module not in module_handles:
+                    raise ModuleError(f"no handle for module {config.module!r}; known: {', '.join(module_handles)}")
+                module = module_features(task, module_handles[config.module])
+            wide = wide_features(task, *config.wide_setting()) if config.wide_enabled else None
+            child = WideDeepChild(config, features, module, wide, seed)
+            result = _train_and_score(child, features.labels, start)
     except Exception as err:  # noqa: BLE001 - any failure inside a trial is its result, not a crash
         message = (str(err).strip().splitlines() or [""])[0]
-        return TrialResult(Status.FAILED, 0.0, 0.0, setup_time_s=time.perf_counter() - start,
-                           error=f"{type(err).__name__}: {message}")
+        result = TrialResult(Status.FAILED, 0.0, 0.0, setup_time_s=time.perf_counter() - start,
+                             error=f"{type(err).__name__}: {message}")
+    try:
+        yield (child if result.status == Status.COMPLETED else None), result
     finally:
         if child is not None:
             child.restore_module()
+
+
+def _train_and_score(child: WideDeepChild, labels: Mapping[str, np.ndarray], start: float) -> TrialResult:
+    """Train a built child on its seeded batches; accuracies, or DIVERGED at a non-finite loss."""
+    batches = np.random.default_rng([child.seed, 0]).integers(
+        len(labels["train"]), size=(child.config.train_steps, BATCH_SIZE))
+    setup = time.perf_counter()
+    steps, finite, valid_logits, test_logits = child.train_and_score(batches)
+    trained = time.perf_counter()  # scoring runs in the training graph: counted as training
+    accuracies = {split: float(np.mean(np.argmax(logits, axis=1) == labels[split]))
+                  for split, logits in (("valid", valid_logits), ("test", test_logits))}
+    done = time.perf_counter()
+    if not finite:
+        return TrialResult(Status.DIVERGED, 0.0, 0.0, setup - start, trained - setup, done - trained,
+                           steps, error="loss or weights became NaN/inf")
+    return TrialResult(Status.COMPLETED, accuracies["valid"], accuracies["test"], setup - start,
+                       trained - setup, done - trained, steps)
 
 
 def _majority_result(labels: Mapping[str, np.ndarray], majority: int, elapsed: float) -> TrialResult:

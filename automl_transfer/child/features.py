@@ -99,6 +99,7 @@ class ModuleFeatures:
     module: Any
     frozen: dict[str, np.ndarray]  # split -> [documents, dim] float32
     table: np.ndarray | None = None  # restricted rows (None for a generic module)
+    table_tokens: tuple[str, ...] | None = None  # the token of each restricted row (for export)
     bags: dict[str, Bags] | None = None  # split -> ids into `table`, repeats kept
 
     @property
@@ -213,7 +214,8 @@ def module_features(task: TaskRef, handle: str) -> ModuleFeatures:
     bags = {name: Bags.from_lists([[restricted_id[t] for t in doc if t in restricted_id]
                                    for doc in feats.tokens[name]]) for name in SPLITS}
     frozen = {name: mean_rows(table, bags[name]) for name in SPLITS}
-    return ModuleFeatures(module=module, frozen=frozen, table=table, bags=bags)
+    return ModuleFeatures(module=module, frozen=frozen, table=table, bags=bags,
+                          table_tokens=tuple(restricted_id))
 
 
 def mean_rows(table: np.ndarray, bags: Bags) -> np.ndarray:

@@ -294,6 +294,11 @@ class WideDeepChild:
             bool(tf.reduce_all(tf.math.is_finite(v))) for v in state)
         return int(steps), finite, logits[:self._num_valid], logits[self._num_valid:]
 
+    def logits(self, split: str) -> np.ndarray:
+        """Inference logits of a whole split, eagerly (an export checks its SavedModel with them)."""
+        inputs = {key: tf.constant(value) for key, value in self.inputs_for(split).items()}
+        return self._logits(inputs, training=False).numpy()
+
     def _optimizers(self) -> list[ProximalAdagrad]:
         return ([self.deep_optimizer] if self.deep else []) + ([self.wide_optimizer] if self.wide else [])
 

@@ -101,9 +101,9 @@ class ControllerNetwork(keras.Model):
                                  f"expected {tuple(weight.shape)}")
             weight.assign(value)
 
-    def with_tasks(self, num_tasks: int, seed: int) -> "ControllerNetwork":
+    def with_tasks(self, num_tasks: int, seed: int, mean_init: bool = False) -> "ControllerNetwork":
         """A copy with `num_tasks` task rows: existing rows and all shared weights kept, new
-        rows freshly random (drawn from `seed`)."""
+        rows freshly random (drawn from `seed`), or the mean of the existing rows."""
         if num_tasks < self.num_tasks:
             raise ValueError("a controller's task table can only grow")
         grown = ControllerNetwork(self.sizes, num_tasks, seed=seed, units=self.units,
@@ -112,6 +112,8 @@ class ControllerNetwork(keras.Model):
         values = self.get_named_values()
         table = grown.task_embeddings.numpy()
         table[: self.num_tasks] = values["task_embeddings"]
+        if mean_init:
+            table[self.num_tasks:] = values["task_embeddings"].mean(axis=0)
         values["task_embeddings"] = table
         grown.set_named_values(values)
         return grown
@@ -164,9 +166,10 @@ class ControllerNetwork(keras.Model):
             entropy -= tf.reduce_sum(tf.exp(log_p) * log_p)
         return log_prob, entropy
 
-    def sample(self, task_index: tf.Tensor, module_mask: tf.Tensor, seed: tf.Tensor
-               ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def sample(self, task_index: tf.Tensor, module_mask: tf.Tensor, seed: tf.Tensor,
+               greedy: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Draw one configuration; stateless randomness, so (weights, seed) fixes the result.
+        `greedy`: the most likely option of every decision instead (seed unused).
 
         Returns (actions int32 [decisions], log-probability, entropy).
         """
@@ -180,8 +183,9 @@ class ControllerNetwork(keras.Model):
             prev = self._prev_embedding(index, action)
             logits, states = self._step(index, prev, task_embedding, states, module_mask)
             step_seed = tf.random.experimental.stateless_fold_in(seed, index)
-            action = tf.random.stateless_categorical(logits[tf.newaxis, :], 1, step_seed,
-                                                     dtype=tf.int32)[0, 0]
+            action = tf.argmax(logits, output_type=tf.int32) if greedy else \
+                tf.random.stateless_categorical(logits[tf.newaxis, :], 1, step_seed,
+                                                dtype=tf.int32)[0, 0]
             log_p = tf.nn.log_softmax(logits)
             log_prob += log_p[action]
             entropy -= tf.reduce_sum(tf.exp(log_p) * log_p)

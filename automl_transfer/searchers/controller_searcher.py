@@ -8,6 +8,7 @@ so trials that finish late, or after a restart, still train the controller corre
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +27,10 @@ from automl_transfer.searchers.presets import PRESETS, resolve_settings  # noqa:
 from automl_transfer.trial import Trial
 
 
+FIRST_SUGGESTIONS = ("sample", "argmax")
+NEW_TASK_INITS = ("random", "mean")
+
+
 def _check_tasks(tasks: Sequence[str]) -> None:
     if not tasks or len(set(tasks)) != len(tasks):
         raise UserError(f"a controller needs distinct task names, got {list(tasks)}")
@@ -39,8 +44,16 @@ class ControllerSearcher(Searcher):
 
     def __init__(self, space: SearchSpace, seed: int, tasks: Sequence[str],
                  learning_rate: float | None = None, entropy_weight: float | None = None,
-                 preset: str = "default", alpha: float = ALPHA):
+                 preset: str = "default", alpha: float = ALPHA, first_suggestion: str = "sample",
+                 new_task_init: str = "random"):
+        """`first_suggestion`: "sample" (as the paper) or "argmax" (the policy's most likely
+        configuration as a task's first trial). `new_task_init`: a task added later (transfer)
+        starts from a "random" embedding (as the paper) or the "mean" of the existing ones."""
         super().__init__(space, seed)
+        if first_suggestion not in FIRST_SUGGESTIONS or new_task_init not in NEW_TASK_INITS:
+            raise UserError(f"first_suggestion must be one of {FIRST_SUGGESTIONS} and "
+                            f"new_task_init one of {NEW_TASK_INITS}")
+        self.first_suggestion, self.new_task_init = first_suggestion, new_task_init
         _check_tasks(tasks)
         self.preset = preset
         self.learning_rate, self.entropy_weight = resolve_settings(preset, learning_rate,
@@ -51,6 +64,7 @@ class ControllerSearcher(Searcher):
         self.num_updates = 0
         self._last_update: dict[str, dict[str, Any]] = {}  # task -> for last_update_stats
         self.source: dict[str, Any] | None = None  # set by a transfer
+        self._suggested: set[str] = set()
         self._set_network(ControllerNetwork(space.sizes, len(self.tasks), seed=seed))
 
     # --- construction -------------------------------------------------------------------------
@@ -58,7 +72,8 @@ class ControllerSearcher(Searcher):
     @classmethod
     def from_saved(cls, directory: str | Path, new_tasks: Sequence[str], seed: int, *,
                    space: SearchSpace | None = None, learning_rate: float | None = None,
-                   entropy_weight: float | None = None, preset: str = "default"
+                   entropy_weight: float | None = None, preset: str = "default",
+                   first_suggestion: str = "sample", new_task_init: str = "random"
                    ) -> "ControllerSearcher":
         """Transfer: the controller saved in `directory`, with a fresh task embedding for each
         of `new_tasks` and every other weight kept; fresh optimizer and normaliser statistics
@@ -67,7 +82,8 @@ class ControllerSearcher(Searcher):
         if space is None:
             space = _space_from_saved(directory)
         loaded = controller_io.load_controller(directory, space)
-        searcher = cls(space, seed, loaded.tasks, learning_rate, entropy_weight, preset)
+        searcher = cls(space, seed, loaded.tasks, learning_rate, entropy_weight, preset,
+                       first_suggestion=first_suggestion, new_task_init=new_task_init)
         searcher.name = "transfer"
         searcher._set_network(loaded.network)
         searcher.normaliser.set_state(loaded.normaliser)
@@ -83,7 +99,8 @@ class ControllerSearcher(Searcher):
         if task in self.tasks:
             raise UserError(f"task '{task}' already has an embedding in this controller")
         grown = self.network.with_tasks(len(self.tasks) + 1,
-                                        seed=self.seed * 7919 + len(self.tasks))
+                                        seed=self.seed * 7919 + len(self.tasks),
+                                        mean_init=self.new_task_init == "mean")
         self.tasks.append(task)
         self._set_network(grown)
 
@@ -98,6 +115,9 @@ class ControllerSearcher(Searcher):
         scalar = tf.TensorSpec([], tf.float32)
         self._sample = tf.function(network.sample, input_signature=[
             index_spec, mask_spec, tf.TensorSpec([2], tf.int32)])
+        self._greedy = tf.function(functools.partial(network.sample, greedy=True),
+                                   input_signature=[index_spec, mask_spec,
+                                                    tf.TensorSpec([2], tf.int32)])
         self._log_prob = tf.function(network.log_prob_and_entropy, input_signature=[
             index_spec, actions_spec, mask_spec])
 
@@ -139,8 +159,12 @@ class ControllerSearcher(Searcher):
         rng = np.random.default_rng([self.seed, trial_id])
         child_seed = int(rng.integers(2**31 - 1))
         sample_seed = rng.integers(2**31 - 1, size=2).astype(np.int32)
-        actions, log_prob, _ = self._sample(tf.constant(index, tf.int32), tf.constant(mask),
-                                            tf.constant(sample_seed))
+        # A task's first trial (nothing learned from it yet, nothing suggested in this process).
+        greedy = self.first_suggestion == "argmax" and task not in self._suggested and not (
+            task in self.normaliser.stats and self.normaliser.stats[task].count)
+        self._suggested.add(task)
+        actions, log_prob, _ = (self._greedy if greedy else self._sample)(
+            tf.constant(index, tf.int32), tf.constant(mask), tf.constant(sample_seed))
         actions = tuple(int(a) for a in actions.numpy())
         return Trial(trial_id=trial_id, task=task, config=self.space.to_config(actions),
                      seed=child_seed, searcher=self.name, actions=actions,
@@ -211,6 +235,11 @@ class ControllerSearcher(Searcher):
                       alpha=self.normaliser.alpha)
         if self.source:
             values["transferred_from"] = self.source
+        # Only when not the paper's choice: runs recorded before these options resume unchanged.
+        if self.first_suggestion != "sample":
+            values["first_suggestion"] = self.first_suggestion
+        if self.new_task_init != "random":
+            values["new_task_init"] = self.new_task_init
         return values
 
     def save(self, directory: str) -> None:

@@ -22,6 +22,17 @@ def random_target(space: SearchSpace, seed: int, allowed_modules: Sequence[str] 
     return tuple(space.sample_actions(np.random.default_rng([seed, 977]), allowed_modules))
 
 
+def near_target(target: Sequence[int], space: SearchSpace, changes: int, seed: int
+                ) -> tuple[int, ...]:
+    """`target` with `changes` decisions (not the module) moved to another option: a related
+    task's optimum."""
+    rng = np.random.default_rng(seed)
+    moved = list(target)
+    for i in rng.choice(np.arange(1, len(space.sizes)), size=changes, replace=False):
+        moved[i] = (moved[i] + 1 + int(rng.integers(space.sizes[i] - 1))) % space.sizes[i]
+    return tuple(moved)
+
+
 def match_fraction(actions: Sequence[int], target: Sequence[int]) -> float:
     return float(np.mean([a == t for a, t in zip(actions, target)]))
 
