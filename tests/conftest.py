@@ -24,6 +24,13 @@ def shared_data_dir() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory, shared_data_dir) -> Path:
+    """The tiny real tasks and module the CLI tests run on (see cli_helpers.py), made once."""
+    from cli_helpers import make_workdir
+    return make_workdir(tmp_path_factory.mktemp("cli"), shared_data_dir)
+
+
 def write_task_sample(data_dir: Path, task: str, rows: int, destination: Path, seed: int = 0
                       ) -> Path:
     """Write `rows` seeded random rows of a real task to `destination` (CSV: text,label)."""

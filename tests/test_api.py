@@ -1,6 +1,6 @@
-"""The Python API end to end on the tiny real task of test_cli: in-memory texts and labels ->
+"""The Python API end to end on the tiny real task of cli_helpers: in-memory texts and labels ->
 search -> trial records -> export -> predict, through the same code path as the CLI."""
-from test_cli import SEED, workdir  # noqa: F401 (workdir is a fixture)
+from cli_helpers import SEED
 
 from automl_transfer.api import TextClassifierSearch
 from automl_transfer.search_space import SearchSpace

@@ -8,12 +8,7 @@ import sys
 
 import pytest
 from cli_helpers import (REPO_ROOT, TASKS, TRIALS, UNFINISHABLE, cli, command, finished_count,
-                         make_workdir, rows, start, wait_for_trials)
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, shared_data_dir):
-    return make_workdir(tmp_path_factory.mktemp("cli"), shared_data_dir)
+                         rows, start, wait_for_trials)
 
 
 def test_kill_and_resume_keep_every_finished_trial(workdir, tmp_path):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import TASKS, TRIALS, cli, make_workdir, rows
+from cli_helpers import TASKS, TRIALS, cli, rows
 from cli_helpers import command as cli_command
 from cli_helpers import env as cli_env
 
@@ -23,11 +23,6 @@ from automl_transfer import workers
 from automl_transfer.executors import ProcessExecutor, SequentialExecutor, make_executor
 
 WAIT_S = 240  # bound of every poll: a run or worker that never stops fails the test
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, shared_data_dir):
-    return make_workdir(tmp_path_factory.mktemp("cli_workers"), shared_data_dir)
 
 
 def _process_table() -> dict[int, tuple[int, str, str]]:

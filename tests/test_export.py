@@ -1,6 +1,6 @@
 """Search -> export -> predict as a user runs it, and the bad inputs of export and predict.
 
-Real CLI runs on the tiny real tasks and module of test_cli (sms_spam and subj, 200 rows each;
+Real CLI runs on the tiny real tasks and module of cli_helpers (sms_spam and subj, 200 rows each;
 2000 GloVe words). The exported SavedModel is loaded in a fresh Python that never imports
 automl_transfer (nor tensorflow_text), and its accuracy on the task's test rows must equal the
 card's; `--mode=predict` on those rows gives the same labels.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import REPO_ROOT, _cli, _command, workdir  # noqa: F401 (workdir is a fixture)
+from cli_helpers import REPO_ROOT, cli, command
 
 from automl_transfer.tasks import load_task
 
@@ -29,7 +29,7 @@ print(json.dumps({"labels": [v.decode() for v in out["label"].numpy()],
 
 
 def _run(*flags: str) -> subprocess.CompletedProcess:
-    return _cli([sys.executable, str(REPO_ROOT / "run_experiment.py"), *flags])
+    return cli([sys.executable, str(REPO_ROOT / "run_experiment.py"), *flags])
 
 
 def _one_line_error(result: subprocess.CompletedProcess, message: str, after_tf: bool = False
@@ -45,7 +45,7 @@ def _one_line_error(result: subprocess.CompletedProcess, message: str, after_tf:
 @pytest.fixture(scope="module")
 def search(workdir) -> Path:
     experiment = workdir / "export_search"
-    result = _cli(_command(workdir)[:-1] + [f"--experiment_dir={experiment}", "--tensorboard=false"])
+    result = cli(command(workdir, experiment, "--tensorboard=false"))
     assert result.returncode == 0, result.stderr
     return experiment
 
