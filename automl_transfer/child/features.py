@@ -14,6 +14,10 @@ the task's texts (all splits) that the module knows form a small "restricted" ta
 deep feature is the mean of its known tokens' rows (repeats counted), exactly what the module
 computes. Fine-tuning trains a copy of this restricted table, sparsely. Other (generic TF-Hub)
 modules: frozen features are `module(texts)`; fine-tuning calls the module on batch strings.
+
+Image tasks (see child/image_features.py): the wide tower's bags are binned low-resolution pixels
+and the deep tower's frozen features are the image module's feature vectors, computed once per
+(task, module) and cached on disk beside the task's decoded images.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from automl_transfer.child import image_features
 from automl_transfer.modules.loading import load_module
 from automl_transfer.tasks import load_task
 from automl_transfer.text import tokenize
@@ -83,6 +88,7 @@ class ModuleFeatures:
     frozen: dict[str, np.ndarray]  # split -> [documents, dim] float32
     table: np.ndarray | None = None  # restricted rows (None for a generic module)
     bags: dict[str, Bags] | None = None  # split -> ids into `table`, repeats kept
+    tunable: bool = True  # False: fine_tune trains the frozen path (image modules, see docs)
 
     @property
     def restricted(self) -> bool:
@@ -94,6 +100,11 @@ def task_features(task: TaskRef) -> TaskFeatures:
     """Tokenise a task once and build its wide-tower vocabulary and bags."""
     loaded = load_task(task.name, data_dir=task.data_dir, seed=task.split_seed)
     splits = {"train": loaded.train, "valid": loaded.valid, "test": loaded.test}
+    labels = {name: np.asarray(split.labels, np.int64) for name, split in splits.items()}
+    if loaded.modality == "image":
+        vocab, bags = image_features.pixel_bags({name: split.images for name, split in splits.items()})
+        return TaskFeatures(num_classes=loaded.num_classes, labels=labels, texts={}, tokens={},
+                            wide_vocab=vocab, wide_bags={n: Bags(*b) for n, b in bags.items()})
     tokens = {name: [tokenize(t) for t in split.texts] for name, split in splits.items()}
     counts = collections.Counter(tok for doc in tokens["train"] for tok in set(doc))
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:WIDE_VOCAB_SIZE]
@@ -101,8 +112,7 @@ def task_features(task: TaskRef) -> TaskFeatures:
     index = {tok: i for i, tok in enumerate(vocab)}
     wide_bags = {name: Bags.from_lists([sorted({index[t] for t in doc if t in index}) for doc in docs])
                  for name, docs in tokens.items()}
-    return TaskFeatures(num_classes=loaded.num_classes,
-                        labels={name: np.asarray(split.labels, np.int64) for name, split in splits.items()},
+    return TaskFeatures(num_classes=loaded.num_classes, labels=labels,
                         texts={name: split.texts for name, split in splits.items()},
                         tokens=tokens, wide_vocab=vocab, wide_bags=wide_bags)
 
@@ -116,6 +126,10 @@ def has_token_table(module: Any) -> bool:
 def module_features(task: TaskRef, handle: str) -> ModuleFeatures:
     """Load a module and compute its frozen features (and restricted table) for a task, once."""
     module = load_module(handle)
+    loaded = load_task(task.name, data_dir=task.data_dir, seed=task.split_seed)
+    if loaded.modality == "image":
+        return ModuleFeatures(module=module, frozen=image_features.frozen_features(loaded, module, handle),
+                              tunable=False)
     feats = task_features(task)
     if not has_token_table(module):
         frozen = {name: _call_in_chunks(module, feats.texts[name]) for name in SPLITS}
