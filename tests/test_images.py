@@ -96,12 +96,16 @@ def test_mixed_sizes_are_resized_and_decoding_is_cached(shared_data_dir, tmp_pat
     write_digit_pngs(shared_data_dir, folder, digits=(7,))
     task = tasks.load_task(str(folder))
     assert _all_pixels(task).shape[1:] == (images.MIXED_SIZE, images.MIXED_SIZE, 3)
-    assert (task.cache_dir / "meta.json").is_file()
+    written = (task.cache_dir / "meta.json").stat().st_mtime_ns
     tasks._load_images_cached.cache_clear()
-    for photo in folder.rglob("*.jpg"):  # the cache is read back, not the (now broken) files
-        photo.write_bytes(b"")
-    again = tasks.load_task(str(folder))
+    again = tasks.load_task(str(folder))  # read back from the cache, not written again
     assert again is not task and np.array_equal(_all_pixels(again), _all_pixels(task))
+    assert (again.cache_dir / "meta.json").stat().st_mtime_ns == written
+    tasks._load_images_cached.cache_clear()
+    broken = sorted(folder.rglob("*.jpg"))[0]
+    broken.write_bytes(b"")  # an edited photo makes the cache stale: decoded again, and refused
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        tasks.load_task(str(folder))
 
 
 def test_resized_copy_is_made_once_per_size(shared_data_dir, tmp_path):
@@ -118,7 +122,8 @@ def test_registered_image_tasks(shared_data_dir):
     registered = {n: i for n, i in tasks.registry().items() if i.modality == "image"}
     assert set(registered) == {"cifar10", "mnist", "flowers"}
     mnist = tasks.load_task("mnist", shared_data_dir)
-    assert (len(mnist.train), len(mnist.valid), len(mnist.test)) == (8000, 1000, 1000)
+    caps = dict(registered["mnist"].max_rows)  # a seeded subset of the 8,000 / 1,000 / 1,000 split
+    assert (len(mnist.train), len(mnist.valid), len(mnist.test)) == (caps["train"], caps["valid"], caps["test"])
     assert mnist.num_classes == registered["mnist"].num_classes == 10
     assert mnist.train.images.shape[1:] == (28, 28, 3)
 
