@@ -184,6 +184,8 @@ def _predict() -> int:
 def _run(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise UserError(f"unexpected argument {argv[1]!r} (flags look like --name=value)")
+    if FLAGS.cache_dir:  # decoded images (images.py) follow --cache_dir too, in child processes as well
+        os.environ[paths.CACHE_DIR_ENV] = FLAGS.cache_dir
     if FLAGS.mode == "export":
         return _export()
     if FLAGS.mode == "predict":

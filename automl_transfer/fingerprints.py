@@ -24,8 +24,16 @@ _MODULE_FILES = ("saved_model.pb", os.path.join("variables", "variables.index"))
 
 
 def task_fingerprint(path: str | Path) -> str:
-    """'sha256:<hex>' of the task file's bytes."""
-    stat = Path(path).stat()
+    """'sha256:<hex>' of the task file's bytes; of a folder task (images), of every file's
+    relative path and bytes."""
+    path = Path(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(member.relative_to(path)).encode())
+            digest.update(bytes.fromhex(task_fingerprint(member).removeprefix("sha256:")))
+        return f"sha256:{digest.hexdigest()}"
+    stat = path.stat()
     return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 

@@ -236,7 +236,10 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
     specs = registry.load_registry(options.modules, options.cache_dir)
     handles, module_modalities = _module_handles(specs, options.module_handles)
     allowed = _allowed_modules(task_modalities, module_modalities, options.modules)
-    space = SearchSpace(list(handles), options.space)
+    # The module decision holds the modules of the run's modalities: a text run's space (and
+    # so the controllers saved for it) does not change when image modules are registered.
+    modalities = set(task_modalities.values())
+    space = SearchSpace([m for m in handles if module_modalities[m] in modalities], options.space)
     if options.mode == "transfer":
         if not options.controller_dir:  # the one shipped for the space
             options = dataclasses.replace(
@@ -245,8 +248,7 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
     settings = {"mode": options.mode, "tasks": task_names, "seed": options.seed,
                 "profile": options.modules, "trials_per_task": options.trials,
                 "space": options.space,
-                "sources": {"tasks": {name: str(task_lib.resolve_task_path(source, data_dir))
-                                      for name, source in sources.items()},
+                "sources": {"tasks": {name: str(path) for name, path in task_files.items()},
                             "module_handles": handles, "data_dir": str(data_dir)}}
     fingerprints = {"tasks": {name: task_fingerprint(path) for name, path in task_files.items()}}
     # The directory, the lock and the resume settings are checked before a module is built or

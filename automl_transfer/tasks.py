@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import yaml
 
-from automl_transfer import paths
+from automl_transfer import images, paths
 from automl_transfer.errors import DataError
 
 REGISTRY_PATH = paths.REPO_ROOT / "datasets" / "tasks.yaml"
@@ -42,13 +42,15 @@ EMPTY_TEXT_WARNING = 0.05  # warn when more than this share of the texts is empt
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-    """One split of a task. `labels[i]` is the int64 label id of `texts[i]` (read-only array)."""
+    """One split of a task. `labels[i]` is the int64 label id of `texts[i]` (read-only array);
+    an image task has no texts and `images[i]` (uint8 [n, h, w, 3]) instead."""
 
     texts: tuple[str, ...]
     labels: np.ndarray
+    images: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.labels)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,6 +66,7 @@ class Task:
     test: Split
     source: str  # the file it was read from
     warnings: tuple[str, ...] = ()  # one line each: data that loads but may mislead
+    cache_dir: Path | None = None  # image tasks: decoded arrays; resized copies, features beside
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +83,8 @@ class TaskInfo:
     num_classes: int
     source: str
     license: str
+    path: str = ""  # image tasks: the folder, archive or .npz under the data root
+    max_rows: tuple[tuple[str, int], ...] = ()  # image tasks: (split, cap) pairs
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,7 +97,8 @@ def registry() -> dict[str, TaskInfo]:
         try:
             infos[name] = TaskInfo(name=name, language=entry["language"], modality=entry["modality"],
                                    num_classes=int(entry["num_classes"]), source=entry["source"],
-                                   license=entry["license"])
+                                   license=entry["license"], path=entry.get("path", ""),
+                                   max_rows=tuple(sorted((entry.get("max_rows") or {}).items())))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{REGISTRY_PATH}: task {name!r} has a missing or bad field ({e})") from e
     return infos
@@ -124,7 +130,12 @@ def resolve_task_path(name_or_path: str, data_dir: Path | str | None = None) -> 
 
 
 def load_task(name_or_path: str, data_dir: Path | str | None = None, seed: int = 0) -> Task:
-    """Load, validate and split a task. Memoised per process on (file, its mtime and size, seed)."""
+    """Load, validate and split a task. Memoised per process on (file, its mtime and size, seed).
+    Image tasks (a registered image task, a folder, .tar.gz or .npz) load through images.py."""
+    image_path = _image_source(name_or_path, data_dir)
+    if image_path is not None:
+        stat = image_path.stat()
+        return _load_images_cached(str(image_path), name_or_path, stat.st_mtime_ns, stat.st_size, int(seed))
     path = resolve_task_path(name_or_path, data_dir)
     stat = path.stat()
     return _load_cached(str(path), stat.st_mtime_ns, stat.st_size, int(seed))
@@ -201,6 +212,36 @@ def _warnings(path: Path, texts: list[str], splits: dict[str, Split],
 def task_name(name_or_path: str) -> str:
     """The name a task gets from a registered name or a CSV path (no file is read)."""
     return _task_name(Path(name_or_path))
+
+
+def _image_source(name_or_path: str, data_dir: Path | str | None) -> Path | None:
+    """The image folder/archive/.npz of a registered image task or an image path; else None."""
+    info = registry().get(name_or_path)
+    if info is not None and info.modality == "image":
+        path = paths.data_dir(str(data_dir) if data_dir is not None else None) / info.path
+        if not path.exists():
+            raise DataError(f"{path}: not found for registered image task {name_or_path!r} "
+                            f"(set --data_dir or ${paths.DATA_DIR_ENV})")
+        return path
+    given = Path(name_or_path).expanduser()
+    return given.resolve() if given.exists() and images.is_image_source(given) else None
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _load_images_cached(path_str: str, name_or_path: str, mtime_ns: int, size: int, seed: int) -> Task:
+    del mtime_ns, size  # cache key only
+    path = Path(path_str)
+    info = registry().get(name_or_path)
+    name = info.name if info else path.name.removesuffix(".gz").removesuffix(".tar").removesuffix(
+        ".tgz").removesuffix(".npz")
+    data = images.load_images(path, name, seed, _split_indices, dict(info.max_rows) if info else None)
+    splits = {}
+    for split in SPLITS:
+        labels, pixels = data.labels[split], data.images[split]
+        labels.flags.writeable = pixels.flags.writeable = False
+        splits[split] = Split(texts=(), labels=labels, images=pixels)
+    return Task(name=name, modality="image", language=info.language if info else "none",
+                label_names=data.label_names, source=str(path), cache_dir=data.cache_dir, **splits)
 
 
 def _task_name(path: Path) -> str:

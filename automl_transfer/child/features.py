@@ -20,6 +20,10 @@ the task's texts (all splits) that the module knows form a small "restricted" ta
 deep feature is the mean of its known tokens' rows (repeats counted), exactly what the module
 computes. Fine-tuning trains a copy of this restricted table, sparsely. Other (generic TF-Hub)
 modules: frozen features are `module(texts)`; fine-tuning calls the module on batch strings.
+
+Image tasks (see child/image_features.py): the wide tower's bags are binned low-resolution pixels
+and the deep tower's frozen features are the image module's feature vectors, computed once per
+(task, module) and cached on disk beside the task's decoded images.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from automl_transfer.child import image_features
 from automl_transfer.modules.loading import load_module
 from automl_transfer.tasks import load_task
 from automl_transfer.text import tokenize
@@ -80,12 +85,13 @@ def _flat(lists: list[list[Any]], dtype: type) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TaskFeatures:
-    """Labels, texts and tokens of each split."""
+    """Labels, texts and tokens of each split; an image task's wide features instead of text."""
 
     num_classes: int
     labels: dict[str, np.ndarray]
     texts: dict[str, tuple[str, ...]]
     tokens: dict[str, list[list[str]]]
+    pixel_wide: "WideFeatures | None" = None  # image tasks: binned low-resolution pixels
 
     @property
     def majority_class(self) -> int:
@@ -101,6 +107,7 @@ class ModuleFeatures:
     table: np.ndarray | None = None  # restricted rows (None for a generic module)
     table_tokens: tuple[str, ...] | None = None  # the token of each restricted row (for export)
     bags: dict[str, Bags] | None = None  # split -> ids into `table`, repeats kept
+    tunable: bool = True  # False: fine_tune trains the frozen path (image modules, see docs)
 
     @property
     def restricted(self) -> bool:
@@ -134,8 +141,13 @@ def task_features(task: TaskRef) -> TaskFeatures:
     """Load and tokenise a task once."""
     loaded = load_task(task.name, data_dir=task.data_dir, seed=task.split_seed)
     splits = {"train": loaded.train, "valid": loaded.valid, "test": loaded.test}
-    return TaskFeatures(num_classes=loaded.num_classes,
-                        labels={name: np.asarray(split.labels, np.int64) for name, split in splits.items()},
+    labels = {name: np.asarray(split.labels, np.int64) for name, split in splits.items()}
+    if loaded.modality == "image":
+        vocab, bags = image_features.pixel_bags({name: split.images for name, split in splits.items()})
+        return TaskFeatures(num_classes=loaded.num_classes, labels=labels, texts={}, tokens={},
+                            pixel_wide=WideFeatures(vocab=vocab,
+                                                    bags={n: Bags(*b) for n, b in bags.items()}))
+    return TaskFeatures(num_classes=loaded.num_classes, labels=labels,
                         texts={name: split.texts for name, split in splits.items()},
                         tokens={name: [tokenize(t) for t in split.texts] for name, split in splits.items()})
 
@@ -170,7 +182,11 @@ def _ranked_terms(task: TaskRef, ngrams: int) -> _RankedTerms:
 
 @functools.lru_cache(maxsize=_WIDE_CACHE_SIZE)
 def wide_features(task: TaskRef, ngrams: int, weighting: str, vocab_size: int) -> WideFeatures:
-    """The wide tower's bags for one setting (see the module docstring), computed once."""
+    """The wide tower's bags for one setting (see the module docstring), computed once. An image
+    task's wide features are its pixel bags whatever the setting."""
+    pixels = task_features(task).pixel_wide
+    if pixels is not None:
+        return pixels
     if weighting not in ("binary", "tfidf"):
         raise ValueError(f"wide weighting must be binary or tfidf, got {weighting!r}")
     ranked = _ranked_terms(task, ngrams)
@@ -202,6 +218,10 @@ def has_token_table(module: Any) -> bool:
 def module_features(task: TaskRef, handle: str) -> ModuleFeatures:
     """Load a module and compute its frozen features (and restricted table) for a task, once."""
     module = load_module(handle)
+    loaded = load_task(task.name, data_dir=task.data_dir, seed=task.split_seed)
+    if loaded.modality == "image":
+        return ModuleFeatures(module=module, frozen=image_features.frozen_features(loaded, module, handle),
+                              tunable=False)
     feats = task_features(task)
     if not has_token_table(module):
         frozen = {name: _call_in_chunks(module, feats.texts[name]) for name in SPLITS}

@@ -140,7 +140,7 @@ class WideDeepChild:
         self.deep = config.deep_enabled
         self.wide = config.wide_enabled
         self.tune_table = self.deep and config.fine_tune and module.restricted
-        self.tune_module = self.deep and config.fine_tune and not module.restricted
+        self.tune_module = self.deep and config.fine_tune and not module.restricted and module.tunable
         num_classes = task.num_classes
         deep_vars: list[tf.Variable] = []
         self.layers: list[dict[str, tf.Variable]] = []

@@ -31,7 +31,7 @@ if __name__ == "__main__":  # quiet TensorFlow (unless --verbose) before the imp
     cli_process.import_tensorflow()
 
 from automl_transfer.errors import ModuleError, UserError
-from automl_transfer.modules import corpora, registry, word2vec
+from automl_transfer.modules import corpora, image_build, registry, word2vec
 from automl_transfer.modules.loading import MANIFEST
 from automl_transfer.modules.pretrained import load_pretrained_table
 from automl_transfer.modules.text_embedding import export_text_module
@@ -112,21 +112,30 @@ def _dir_size(directory: Path) -> int:
     return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
+def _export_text(staging: Path, spec: registry.ModuleSpec, recipe: dict[str, Any], data_dir: Path,
+                 corpus_cache: dict[str, corpora.Sentences]) -> dict[str, Any]:
+    """Write a text module into `staging`; its manifest fields."""
+    vocab, table, corpus = _make_table(recipe, spec.dim, data_dir, corpus_cache)
+    if table.shape[1] != spec.dim:
+        raise ModuleError(f"module {spec.name!r}: table has dim {table.shape[1]}, "
+                          f"hub_modules.yaml says {spec.dim}")
+    export_text_module(str(staging), vocab, table)
+    return {"source": recipe["source"], "corpus": corpus, "language": spec.language,
+            "vocab_size": len(vocab), "dim": int(table.shape[1])}
+
+
 def _build_one(spec: registry.ModuleSpec, recipe: dict[str, Any], data_dir: Path,
                corpus_cache: dict[str, corpora.Sentences]) -> dict[str, Any]:
     """Export one module into a temporary sibling directory, then rename it into place."""
     start = time.perf_counter()
     target = Path(spec.handle)
-    vocab, table, corpus = _make_table(recipe, spec.dim, data_dir, corpus_cache)
-    if table.shape[1] != spec.dim:
-        raise ModuleError(f"module {spec.name!r}: table has dim {table.shape[1]}, "
-                          f"hub_modules.yaml says {spec.dim}")
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    export_text_module(str(staging), vocab, table)
-    manifest = {"name": spec.name, "source": recipe["source"], "corpus": corpus,
-                "language": spec.language, "vocab_size": len(vocab), "dim": int(table.shape[1]),
-                "recipe": recipe, "build_format": BUILD_FORMAT,
+    if recipe["source"] in image_build.SOURCES:
+        details = image_build.export(staging, spec, recipe, data_dir)
+    else:
+        details = _export_text(staging, spec, recipe, data_dir, corpus_cache)
+    manifest = {"name": spec.name, **details, "recipe": recipe, "build_format": BUILD_FORMAT,
                 "build_seconds": round(time.perf_counter() - start, 2)}
     manifest["size_bytes"] = _dir_size(staging)
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -182,8 +191,9 @@ def _build_locked(data_dir: str | Path | None, cache_dir: str | Path | None,
                 log(f"{name}: {stale}: rebuilding")
             log(f"{name}: building ({recipe['source']}) ...")
             manifest = _build_one(spec, recipe, data_root, corpus_cache)
-            log(f"{name}: built in {manifest['build_seconds']:.1f} s, vocabulary "
-                f"{manifest['vocab_size']} x {manifest['dim']}, "
+            shape = (f"input {manifest['input_size']} px -> {manifest['dim']} features"
+                     if "input_size" in manifest else f"vocabulary {manifest['vocab_size']} x {manifest['dim']}")
+            log(f"{name}: built in {manifest['build_seconds']:.1f} s, {shape}, "
                 f"{manifest['size_bytes'] / 2**20:.1f} MiB at {spec.handle}")
         manifests.append(manifest)
     return manifests
