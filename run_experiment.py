@@ -16,6 +16,7 @@ a larger --trials extends it; --overwrite starts afresh. Progress goes to stderr
 from __future__ import annotations
 
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Sequence  # noqa: E402
