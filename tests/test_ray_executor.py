@@ -28,7 +28,7 @@ from automl_transfer.trial import Status, Trial, TrialResult
 
 MODULES = ["en-a", "en-b"]
 TASKS = ["t1", "t2"]
-WAIT_S = 120  # bound of every poll: a broken executor fails the test instead of hanging it
+WAIT_S = 600  # bound of every poll: a broken executor fails the test instead of hanging it
 
 
 @pytest.fixture(scope="module")
