@@ -15,11 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
-from conftest import write_task_sample
+from conftest import write_glove2k, write_task_sample
 
 from automl_transfer.experiment import task_schedule
-from automl_transfer.modules.text_embedding import export_text_module
 from automl_transfer.search_space import SearchSpace
 from automl_transfer.searchers.random_search import RandomSearcher
 
@@ -34,9 +32,7 @@ def make_workdir(root: Path, shared_data_dir: Path) -> Path:
     """Write the tiny tasks and the 2000-word GloVe module under `root`."""
     for name in TASKS:
         write_task_sample(shared_data_dir, name, 200, root / f"{name}.csv")
-    glove = shared_data_dir / "embeddings" / "glove-6b-50d-top50k"
-    vocab = (glove / "vocab.txt").read_text(encoding="utf-8").splitlines()[:2000]
-    export_text_module(str(root / "glove2k"), vocab, np.load(glove / "vectors.npy")[:2000])
+    write_glove2k(shared_data_dir, root / "glove2k")
     return root
 
 

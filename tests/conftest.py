@@ -31,6 +31,15 @@ def workdir(tmp_path_factory, shared_data_dir) -> Path:
     return make_workdir(tmp_path_factory.mktemp("cli"), shared_data_dir)
 
 
+def write_glove2k(data_dir: Path, destination: Path) -> Path:
+    """Export a real text module of the 2000 most frequent GloVe words to `destination`."""
+    from automl_transfer.modules.text_embedding import export_text_module
+    glove = data_dir / "embeddings" / "glove-6b-50d-top50k"
+    vocab = (glove / "vocab.txt").read_text(encoding="utf-8").splitlines()[:2000]
+    export_text_module(str(destination), vocab, np.load(glove / "vectors.npy")[:2000])
+    return destination
+
+
 def write_task_sample(data_dir: Path, task: str, rows: int, destination: Path, seed: int = 0
                       ) -> Path:
     """Write `rows` seeded random rows of a real task to `destination` (CSV: text,label)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_task_sample
+from conftest import write_glove2k, write_task_sample
 
 from automl_transfer import tasks
 from automl_transfer.errors import DataError, ResumeError, StoreError, UserError
@@ -315,12 +315,9 @@ def _one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
 @pytest.fixture(scope="module")
 def cli_dir(tmp_path_factory, shared_data_dir) -> Path:
     """Real rows of sms_spam and a real module of the 2000 most frequent GloVe words."""
-    from automl_transfer.modules.text_embedding import export_text_module
     root = tmp_path_factory.mktemp("safety")
     write_task_sample(shared_data_dir, "sms_spam", 200, root / "sms_spam.csv")
-    glove = shared_data_dir / "embeddings" / "glove-6b-50d-top50k"
-    vocab = (glove / "vocab.txt").read_text(encoding="utf-8").splitlines()[:2000]
-    export_text_module(str(root / "glove2k"), vocab, np.load(glove / "vectors.npy")[:2000])
+    write_glove2k(shared_data_dir, root / "glove2k")
     (root / "not_a_module").mkdir()
     return root
 

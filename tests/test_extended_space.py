@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_task_sample
+from conftest import write_glove2k, write_task_sample
 
 from automl_transfer.child.evaluate import TaskRef, evaluate
 from automl_transfer.child.features import task_features, terms, wide_features
 from automl_transfer.child.model import _bag_lookup
 from automl_transfer.errors import ResumeError, UserError
 from automl_transfer.experiment import open_store
-from automl_transfer.modules.text_embedding import export_text_module
 from automl_transfer.search_space import Config, SearchSpace
 from automl_transfer.searchers.controller_searcher import ControllerSearcher
 from automl_transfer.searchers.random_search import RandomSearcher
@@ -36,9 +35,7 @@ TRIALS = 3
 def workdir(tmp_path_factory, shared_data_dir) -> Path:
     root = tmp_path_factory.mktemp("extended")
     write_task_sample(shared_data_dir, "subj", 300, root / "subj.csv")
-    glove = shared_data_dir / "embeddings" / "glove-6b-50d-top50k"
-    vocab = (glove / "vocab.txt").read_text(encoding="utf-8").splitlines()[:2000]
-    export_text_module(str(root / "glove2k"), vocab, np.load(glove / "vectors.npy")[:2000])
+    write_glove2k(shared_data_dir, root / "glove2k")
     return root
 
 
