@@ -212,9 +212,9 @@ def open_store(experiment_dir: str | Path, settings: Mapping[str, Any], overwrit
         saved = store.get_meta(SETTINGS_KEY)
         settings = json.loads(json.dumps(dict(settings)))  # compare as stored: tuples become lists
         _check_resume(experiment_dir, store, saved, settings, fingerprints, only_given=False)
-        for key in EXTENDABLE_SETTINGS:  # a smaller budget never shrinks the recorded one
-            if saved is not None and key in settings and saved.get(key, 0) > settings[key]:
-                settings[key] = saved[key]
+        budget = "trials_per_task"  # a smaller budget never shrinks the recorded one
+        if saved is not None and budget in settings and saved.get(budget, 0) > settings[budget]:
+            settings[budget] = saved[budget]
         store.set_meta(SETTINGS_KEY, settings)
         if fingerprints is not None:
             recorded = store.get_meta(FINGERPRINTS_KEY, {})
