@@ -84,7 +84,8 @@ def test_transfer_chain_keeps_every_task_embedding(multitask, tmp_path):
 
 def test_the_shipped_controller_fits_the_offline_space_and_loads():
     """What `--mode=transfer` without --controller_dir loads for the default module profile."""
-    space = SearchSpace(list(registry.load_registry("offline")))
+    specs = registry.load_registry("offline")  # a text run's module decision: the text modules
+    space = SearchSpace([name for name, spec in specs.items() if spec.modality == "text"])
     folder = pretrained.default_controller(space.fingerprint())
     card = json.loads((folder / "card.json").read_text())
     assert controller_io.load_controller(folder, space).tasks == card["tasks"]
