@@ -24,6 +24,8 @@ Optional searcher hooks (looked up with getattr; any searcher works without them
 """
 from __future__ import annotations
 
+import json
+
 import re
 import time
 from pathlib import Path
@@ -57,8 +59,10 @@ def _column_value(decision: str, value: Any) -> Any:
 
 
 def _hparams(trial: Trial) -> dict[str, Any]:
-    """A trial's session values for the HParams dashboard: one type per column."""
-    values = {name: _column_value(name, value) for name, value in trial.config.to_dict().items()}
+    """A trial's session values for the HParams dashboard: one type per column. The stored form of
+    the config: a paper-space trial has the paper's 12 decisions, not the extended wide fields."""
+    stored = json.loads(trial.config.to_json())
+    values = {name: _column_value(name, value) for name, value in stored.items()}
     values.update(task=trial.task, searcher=trial.searcher)
     return values
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from automl_transfer import cli_process, paths
 
 if __name__ == "__main__":  # quiet TensorFlow (unless --verbose) before the imports below load it
     cli_process.configure_tensorflow_logging("--verbose" in sys.argv[1:])
     cli_process.import_tensorflow()
+
+import tensorflow as tf  # noqa: E402 (after the quiet set-up above)
 
 from automl_transfer.errors import ModuleError, UserError
 from automl_transfer.modules import corpora, image_build, registry, word2vec
