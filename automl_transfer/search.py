@@ -278,7 +278,7 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
         callbacks.append(TensorBoardLogger(options.experiment_dir))
     log(f"experiment {options.experiment_dir}: mode={options.mode}, tasks={','.join(task_names)}, "
         f"{budget} trials per task, seed={options.seed}, space={options.space}, "
-        f"{len(handles)} modules ({', '.join(handles)})")
+        f"{len(space.modules)} modules ({', '.join(space.modules)})")
     evaluator = ChildEvaluator(sources, handles, str(data_dir))
     return run_experiment(
         options.experiment_dir, searcher, schedule, allowed, evaluator, settings,
