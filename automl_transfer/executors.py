@@ -12,10 +12,11 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 from automl_transfer import workers
-from automl_transfer.trial import Trial, TrialResult
+from automl_transfer.trial import Status, Trial, TrialResult
 
 TrialFn = Callable[[Trial], TrialResult]
 
@@ -128,10 +129,74 @@ class ProcessExecutor(_FuturesExecutor):
     """
 
     def __init__(self, max_in_flight: int, threads_per_worker: int | None = None):
-        pool = futures.ProcessPoolExecutor(
+        self._threads_per_worker = threads_per_worker
+        self._fns: dict[int, TrialFn] = {}
+        self._suspects: list[Trial] = []  # lost when a worker died: rerun one at a time
+        self._alone: Trial | None = None  # the suspect running by itself
+        super().__init__(self._new_pool(max_in_flight), max_in_flight)
+
+    def _new_pool(self, max_in_flight: int) -> futures.ProcessPoolExecutor:
+        return futures.ProcessPoolExecutor(
             max_workers=max_in_flight, mp_context=multiprocessing.get_context("spawn"),
-            initializer=workers.init_worker, initargs=(os.getpid(), threads_per_worker))
-        super().__init__(pool, max_in_flight)
+            initializer=workers.init_worker, initargs=(os.getpid(), self._threads_per_worker))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running) + len(self._suspects)
+
+    def can_submit(self) -> bool:
+        return not self._suspects and self._alone is None and super().can_submit()
+
+    def submit(self, trial: Trial, fn: TrialFn) -> None:
+        super().submit(trial, fn)
+        self._fns[trial.trial_id] = fn
+
+    def wait(self) -> list[Trial]:
+        """As `Executor.wait`, and a worker that dies (killed, out of memory) loses no trial.
+
+        A dead worker breaks the whole pool without saying whose trial it ran: every trial then
+        in flight is rerun on a fresh pool, one at a time (trials are seeded: a rerun gives what
+        the first run would have). A trial whose worker dies while it runs alone is FAILED.
+        """
+        if not self.in_flight:
+            raise RuntimeError("no trial in flight")
+        finished: list[Trial] = []
+        while not finished:
+            if self._suspects and self._alone is None:
+                self._alone = self._suspects.pop(0)
+                self._running[self._pool.submit(self._fns[self._alone.trial_id],
+                                                self._alone)] = self._alone
+            done, _ = futures.wait(self._running, return_when=futures.FIRST_COMPLETED)
+            lost = []
+            for future in sorted(done, key=lambda f: self._running[f].trial_id):
+                trial = self._running.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # a worker died; a bug in fn propagates
+                    lost.append(trial)
+                    continue
+                finished.append(trial.with_result(result))
+                if self._alone is not None and trial.trial_id == self._alone.trial_id:
+                    self._alone = None
+            if lost:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool(self.max_in_flight)
+            for trial in lost:
+                if self._alone is not None and trial.trial_id == self._alone.trial_id:
+                    self._alone = None
+                    finished.append(trial.with_result(TrialResult(
+                        Status.FAILED, 0.0, 0.0, error="worker process died during the trial "
+                        "(killed, or out of memory), also when rerun alone")))
+                else:
+                    self._suspects.append(trial)
+        for trial in finished:
+            self._fns.pop(trial.trial_id, None)
+        return finished
+
+    def close(self) -> None:
+        super().close()
+        self._suspects.clear()
+        self._alone = None
 
 
 KINDS = ("process", "thread", "ray")

@@ -4,10 +4,14 @@ Trials here are scored by `_score`, a small deterministic function of the config
 training): the loop and store logic is what is under test. The real child is exercised through
 the CLI in test_cli.py.
 """
+import contextlib
+import dataclasses
 import io
 import json
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +64,12 @@ class LearningSearcher(RandomSearcher):
         assert list(np.load(Path(directory) / "weights.npy")) == self.seen
 
 
-def _run(exp_dir, trials_per_task=3, tasks=("t1", "t2"), seed=1, searcher=None, **kwargs):
+def _run(exp_dir, trials_per_task=3, tasks=("t1", "t2"), seed=1, searcher=None, evaluate=_score,
+         **kwargs):
     searcher = searcher or LearningSearcher(SearchSpace(MODULES), seed)
     schedule = task_schedule(list(tasks), trials_per_task, seed, interleave=True)
     settings = {"mode": "test", "tasks": list(tasks), "seed": seed, "trials_per_task": trials_per_task}
-    return run_experiment(exp_dir, searcher, schedule, ALLOWED, _score, settings, **kwargs), searcher
+    return run_experiment(exp_dir, searcher, schedule, ALLOWED, evaluate, settings, **kwargs), searcher
 
 
 def test_task_schedule_exact_budget_seeded_and_extendable():
@@ -147,6 +152,45 @@ def test_trials_in_flight_give_the_same_trials(tmp_path, executor):
     parallel, searcher = _run(tmp_path / "b", trials_per_task=3, executor=executor())
     assert parallel == sequential
     assert sorted(searcher.seen) == list(range(6))
+
+
+@dataclasses.dataclass(frozen=True)
+class KillWorkerOn:
+    """Scores like `_score`, except that the worker running trial `victim` kills itself with
+    SIGKILL: every time, or only the first time when `once_marker` names a file to create."""
+
+    victim: int
+    once_marker: str = ""
+
+    def __call__(self, trial: Trial) -> TrialResult:
+        if trial.trial_id == self.victim:
+            if not self.once_marker:
+                os.kill(os.getpid(), signal.SIGKILL)
+            with contextlib.suppress(FileExistsError):
+                open(self.once_marker, "x").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return _score(trial)
+
+
+def test_a_worker_killed_once_mid_trial_loses_nothing(tmp_path):
+    sequential, _ = _run(tmp_path / "a", trials_per_task=3, executor=SequentialExecutor())
+    marker = tmp_path / "killed_once"
+    with ProcessExecutor(2) as executor:
+        trials, searcher = _run(tmp_path / "b", trials_per_task=3, executor=executor,
+                                evaluate=KillWorkerOn(victim=1, once_marker=str(marker)))
+    assert marker.exists()  # the worker really died
+    assert trials == sequential and sorted(searcher.seen) == list(range(6))
+
+
+def test_a_trial_whose_worker_always_dies_fails_with_the_reason_and_the_run_goes_on(tmp_path):
+    sequential, _ = _run(tmp_path / "a", trials_per_task=3, executor=SequentialExecutor())
+    with ProcessExecutor(2) as executor:
+        trials, _ = _run(tmp_path / "b", trials_per_task=3, executor=executor,
+                         evaluate=KillWorkerOn(victim=1))
+    assert [t.trial_id for t in trials] == list(range(6))
+    assert trials[1].result.status == Status.FAILED
+    assert trials[1].result.error.startswith("worker process died during the trial")
+    assert [t for t in trials if t.trial_id != 1] == [t for t in sequential if t.trial_id != 1]
 
 
 def test_progress_reports_each_trial_and_best_per_task(tmp_path):
