@@ -105,6 +105,12 @@ def task_schedule(tasks: Sequence[str], trials_per_task: int, seed: int, interle
     return TaskSchedule(tasks, trials_per_task, seed, interleave)
 
 
+def schedule_tasks(schedule: Sequence[str]) -> list[str]:
+    """The distinct tasks of `schedule` in first-seen order; a TaskSchedule names them, so a huge
+    budget is never walked (10^8 trials would take minutes)."""
+    return list(schedule.tasks if isinstance(schedule, TaskSchedule) else dict.fromkeys(schedule))
+
+
 def hide_test_accuracy(trial: Trial) -> Trial:
     """The copy of a finished trial a searcher may see: test accuracy replaced by NaN."""
     if trial.result is None:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Sequence, TextIO
 
-from automl_transfer.experiment import Callback
+from automl_transfer.experiment import Callback, schedule_tasks
 from automl_transfer.searchers.base import Searcher
 from automl_transfer.store import TrialStore
 from automl_transfer.trial import Status, Trial
@@ -63,9 +63,7 @@ class ProgressDisplay(Callback):
 
     def on_run_start(self, store: TrialStore, searcher: Searcher, schedule: Sequence[str]) -> None:
         self.total = len(schedule)
-        # A TaskSchedule names its tasks: a huge budget is not walked.
-        tasks = getattr(schedule, "tasks", None) or dict.fromkeys(schedule)
-        self.best = {task: float("nan") for task in tasks}
+        self.best = {task: float("nan") for task in schedule_tasks(schedule)}
         finished = [t for t in store.trials() if t.trial_id < self.total]
         for trial in finished:
             self._note(trial)

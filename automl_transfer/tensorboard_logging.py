@@ -35,7 +35,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from automl_transfer import metrics
-from automl_transfer.experiment import Callback
+from automl_transfer.experiment import Callback, schedule_tasks
 from automl_transfer.report.figures import similarity_heatmap_png
 from automl_transfer.report.loading import CONTROLLER_DIRS, load_task_embeddings
 from automl_transfer.search_space import SearchSpace
@@ -110,7 +110,7 @@ class TensorBoardLogger(Callback):
         for trial in stored:
             self._history.setdefault(trial.task, {})[trial.trial_id] = trial
         # Rewritten by every run: a resumed run's config (and an older, empty one) is replaced.
-        tasks = dict.fromkeys([*schedule, *(trial.task for trial in stored)])
+        tasks = dict.fromkeys([*schedule_tasks(schedule), *(trial.task for trial in stored)])
         searchers = dict.fromkeys([searcher.name, *(trial.searcher for trial in stored)])
         columns = _hparams_experiment(searcher.space, list(tasks), list(searchers))
         with self._writer("hparams").as_default():
