@@ -30,7 +30,8 @@ setup(
     ],
     extras_require={
         "ray": ["ray>=2.9"],
-        "test": ["pytest>=7", "ray>=2.9"],  # CI tests the Ray executor for real
+        # CI tests the Ray executor for real; xdist: the suite on both cores
+        "test": ["pytest>=7", "pytest-xdist>=3", "ray>=2.9"],
         "bench": ["tf-keras>=2.16,<2.22", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["automl-transfer=run_experiment:run"]},

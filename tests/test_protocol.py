@@ -60,7 +60,7 @@ def _trials(run_dir: Path) -> list[tuple]:
         db.close()
 
 
-def test_protocol_runs_every_mode_then_reports_and_resumes(workdir):
+def test_protocol_runs_every_mode_then_reports(workdir):
     result = _protocol(workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     exp = workdir / "exp"
@@ -78,10 +78,6 @@ def test_protocol_runs_every_mode_then_reports_and_resumes(workdir):
     assert "## Table 1" in report and f"| {HELD_OUT} |" in report
     assert "TPE trials to target" in report and "TPE test top-10" in report
     assert (exp / "learning_curves_test.png").stat().st_size > 1000
-    # A rerun resumes: nothing is trained again.
-    before = _trials(exp / "transfer" / HELD_OUT / "seed3")
-    assert _protocol(workdir).returncode == 0
-    assert _trials(exp / "transfer" / HELD_OUT / "seed3") == before
     # The report's option figure follows --report_decision; an unknown one is one clear line.
     result = _cli("--mode=report", f"--experiment_dir={exp}", "--report_decision=num_layers",
                   "--report_window=1")
