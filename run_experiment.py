@@ -226,6 +226,7 @@ def main(argv: Sequence[str]) -> int:
     130 or 143); output whose reader went away (`| head -1`) is dropped, the run goes on."""
     cli_process.guard_std_streams()
     cli_process.configure_tensorflow_logging(FLAGS.verbose)
+    cli_process.quiet_tensorflow_import()  # every mode: report, export and predict load it late
     cli_process.stop_on_signals()
     if not FLAGS.verbose:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes drown progress

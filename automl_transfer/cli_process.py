@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -46,17 +48,51 @@ def _stderr_fd_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow now, without the lines its libraries log while loading (absl's 'All log
-    messages before absl::InitializeLog()', 'Could not find cuda drivers'), unless verbose."""
-    if "tensorflow" in sys.modules:
-        return
-    if os.environ.get(VERBOSE_ENV) == "1":
-        import tensorflow  # noqa: F401
+class _SilencedLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run with file descriptor 2 silenced."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self._loader = loader
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:  # type: ignore[no-untyped-def]
+        with _stderr_fd_silenced():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds TensorFlow's own spec the usual way and hands it back with `_SilencedLoader`."""
+
+    def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: the usual finders do the rest
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _SilencedLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_import() -> None:
+    """Unless verbose, TensorFlow's first import in this process, wherever a mode does it, drops
+    the lines its libraries log while loading (absl's 'All log messages before
+    absl::InitializeLog()', 'Could not find cuda drivers'), which no log level reaches."""
+    if "tensorflow" in sys.modules or os.environ.get(VERBOSE_ENV) == "1":
         return
     os.environ.setdefault(_TF_LOG_LEVEL_ENV, "3")
-    with _stderr_fd_silenced():
-        import tensorflow  # noqa: F401
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow now, quietly unless verbose (see `quiet_tensorflow_import`)."""
+    quiet_tensorflow_import()
+    import tensorflow  # noqa: F401
 
 
 class Interrupted(KeyboardInterrupt):

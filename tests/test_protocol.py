@@ -82,6 +82,7 @@ def test_protocol_runs_every_mode_then_reports(workdir):
     result = _cli("--mode=report", f"--experiment_dir={exp}", "--report_decision=num_layers",
                   "--report_window=1")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""  # TensorFlow, loaded late by the report, says nothing either
     assert (exp / "option_probability_num_layers_transfer.png").stat().st_size > 1000
     assert "decision 'num_layers'" in (exp / "report.md").read_text()
     result = _cli("--mode=report", f"--experiment_dir={exp}", "--report_decision=colour")
