@@ -12,7 +12,6 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import sys
-from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 from automl_transfer import workers
@@ -100,14 +99,31 @@ class _FuturesExecutor(Executor):
         self._running[self._pool.submit(fn, trial)] = trial
 
     def wait(self) -> list[Trial]:
-        if not self._running:
+        if not self.in_flight:
             raise RuntimeError("no trial in flight")
-        done, _ = futures.wait(self._running, return_when=futures.FIRST_COMPLETED)
-        finished = []
-        for future in sorted(done, key=lambda f: self._running[f].trial_id):
-            trial = self._running.pop(future)
-            finished.append(trial.with_result(future.result()))
+        finished: list[Trial] = []
+        while not finished:
+            self._before_waiting()
+            done, _ = futures.wait(self._running, return_when=futures.FIRST_COMPLETED)
+            lost = []
+            for future in sorted(done, key=lambda f: self._running[f].trial_id):
+                trial = self._running.pop(future)
+                try:
+                    finished.append(trial.with_result(future.result()))
+                except futures.BrokenExecutor:  # a worker died; a bug in fn propagates
+                    lost.append(trial)
+            if lost:
+                finished += self._recover(lost)
         return finished
+
+    def _before_waiting(self) -> None:
+        """Submit what must run before the next wait (nothing, unless a subclass recovers)."""
+
+    def _recover(self, lost: list[Trial]) -> list[Trial]:
+        """The pool broke while `lost` ran: the ones among them that are finished (FAILED); the
+        others must be in flight again. A pool that cannot recover raises."""
+        raise futures.BrokenExecutor(
+            f"the worker pool broke while trials {[t.trial_id for t in lost]} ran")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -158,40 +174,31 @@ class ProcessExecutor(_FuturesExecutor):
         in flight is rerun on a fresh pool, one at a time (trials are seeded: a rerun gives what
         the first run would have). A trial whose worker dies while it runs alone is FAILED.
         """
-        if not self.in_flight:
-            raise RuntimeError("no trial in flight")
-        finished: list[Trial] = []
-        while not finished:
-            if self._suspects and self._alone is None:
-                self._alone = self._suspects.pop(0)
-                self._running[self._pool.submit(self._fns[self._alone.trial_id],
-                                                self._alone)] = self._alone
-            done, _ = futures.wait(self._running, return_when=futures.FIRST_COMPLETED)
-            lost = []
-            for future in sorted(done, key=lambda f: self._running[f].trial_id):
-                trial = self._running.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool:  # a worker died; a bug in fn propagates
-                    lost.append(trial)
-                    continue
-                finished.append(trial.with_result(result))
-                if self._alone is not None and trial.trial_id == self._alone.trial_id:
-                    self._alone = None
-            if lost:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool(self.max_in_flight)
-            for trial in lost:
-                if self._alone is not None and trial.trial_id == self._alone.trial_id:
-                    self._alone = None
-                    finished.append(trial.with_result(TrialResult(
-                        Status.FAILED, 0.0, 0.0, error="worker process died during the trial "
-                        "(killed, or out of memory), also when rerun alone")))
-                else:
-                    self._suspects.append(trial)
+        finished = super().wait()
         for trial in finished:
             self._fns.pop(trial.trial_id, None)
+            if self._alone is not None and trial.trial_id == self._alone.trial_id:
+                self._alone = None
         return finished
+
+    def _before_waiting(self) -> None:
+        if self._suspects and self._alone is None:
+            self._alone = self._suspects.pop(0)
+            self._running[self._pool.submit(self._fns[self._alone.trial_id],
+                                            self._alone)] = self._alone
+
+    def _recover(self, lost: list[Trial]) -> list[Trial]:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool(self.max_in_flight)
+        failed = []
+        for trial in lost:
+            if self._alone is not None and trial.trial_id == self._alone.trial_id:
+                failed.append(trial.with_result(TrialResult(
+                    Status.FAILED, 0.0, 0.0, error="worker process died during the trial "
+                    "(killed, or out of memory), also when rerun alone")))
+            else:
+                self._suspects.append(trial)
+        return failed
 
     def close(self) -> None:
         super().close()

@@ -28,6 +28,18 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+# The most memory one worker is expected to hold (TensorFlow, a task's features and a module: about
+# 1 GB on our tasks, more for the largest wide vocabularies).
+WORKER_MEMORY_BYTES = 2 << 30
+
+
+def local_slots() -> int:
+    """Workers this machine takes by default: one per CPU, at most one per WORKER_MEMORY_BYTES
+    of its memory."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(cpu_count(), memory // WORKER_MEMORY_BYTES))
+
+
 def cap_in_flight(max_in_flight: int, cpus: int, log: Callable[[str], object]) -> int:
     """`max_in_flight`, capped at `cpus` (saying so in one line): each trial keeps a core busy and
     holds about 1 GB, so more workers than cores only slow every trial and risk running out of

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from conftest import write_glove2k, write_task_sample
@@ -52,12 +53,15 @@ SEED = _cheap_seed()
 
 
 def command(workdir: Path, experiment_dir: Path, *extra: str, trials: int = TRIALS,
-            mode: str = "random") -> list[str]:
-    """The CLI on the tiny tasks and module; `extra` flags come last."""
+            mode: str = "random", max_in_flight: int | None = 1) -> list[str]:
+    """The CLI on the tiny tasks and module; `extra` flags come last. One trial at a time unless
+    `extra` says otherwise (None: the CLI's default for the mode)."""
+    pinned = max_in_flight is not None and not any(a.startswith("--max_in_flight") for a in extra)
     return [sys.executable, str(REPO_ROOT / "run_experiment.py"), f"--mode={mode}",
             f"--tasks={workdir / 'sms_spam.csv'},{workdir / 'subj.csv'}", f"--trials={trials}",
             f"--seed={SEED}", f"--module_handles=glove={workdir / 'glove2k'}",
-            f"--experiment_dir={experiment_dir}", *extra]
+            f"--experiment_dir={experiment_dir}",
+            *([f"--max_in_flight={max_in_flight}"] if pinned else []), *extra]
 
 
 def env() -> dict:
@@ -115,27 +119,46 @@ def wait_for_trials(proc: subprocess.Popen, store: Path, count: int) -> list[str
     return lines
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+Process = tuple[int, str]  # (pid, start time): a pid alone may be reused once its process ends
 
 
-def descendants(pid: int) -> set[int]:
-    """Pids of every living process below `pid` (from /proc)."""
-    children: dict[int, list[int]] = {}
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, start time) of every process, from /proc."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):  # the process ended while we looked
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
+        table[int(stat.parent.name)] = (int(fields[1]), fields[0], fields[19])
+    return table
+
+
+def descendants(root: int) -> set[Process]:
+    """Every living process below `root` (a zombie, dead but not yet reaped, is not living)."""
+    table = _process_table()
+    found, todo = set(), [root]
     while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
+        parent = todo.pop()
+        for pid, (ppid, state, start) in table.items():
+            if ppid == parent and state != "Z":
+                found.add((pid, start))
+                todo.append(pid)
     return found
+
+
+def living(processes: set[Process]) -> set[Process]:
+    """Those of `processes` still running."""
+    table = _process_table()
+    return {(pid, start) for pid, start in processes
+            if pid in table and table[pid][2] == start and table[pid][1] != "Z"}
+
+
+def wait_until_gone(processes: set[Process], bound_s: float = HANG_GUARD_S) -> set[Process]:
+    """Poll until none of `processes` runs; those still running after `bound_s` (a leak: the bound
+    only keeps it from hanging the test)."""
+    deadline = time.monotonic() + bound_s
+    while living(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return living(processes)
 

@@ -10,6 +10,9 @@ import pytest
 from cli_helpers import (REPO_ROOT, TASKS, TRIALS, UNFINISHABLE, cli, command, finished_count,
                          rows, start, wait_for_trials)
 
+from automl_transfer import workers
+from automl_transfer.search import default_in_flight
+
 
 def test_kill_and_resume_keep_every_finished_trial(workdir, tmp_path):
     exp = tmp_path / "exp"
@@ -68,6 +71,21 @@ def test_complete_run_overwrite_and_refusal(workdir, tmp_path):
     assert last.startswith("error: ") and "tasks=['sms_spam', 'subj'], not ['sms_spam']" in last
     assert "--overwrite" in last
     assert rows(store) == rerun
+
+
+def test_random_search_by_default_runs_a_worker_per_core_on_the_same_trials(workdir, tmp_path):
+    """Without --max_in_flight, random search uses one worker per core (its trials do not depend
+    on each other): the same trial ids, tasks and configurations as one at a time."""
+    one_at_a_time = cli(command(workdir, tmp_path / "one"))
+    default = cli(command(workdir, tmp_path / "default", max_in_flight=None))
+    assert one_at_a_time.returncode == 0 and default.returncode == 0, default.stderr
+    slots = workers.local_slots()
+    assert (f"{slots} trials at once (process workers)" in default.stdout) == (slots > 1)
+    assert "trials at once" not in one_at_a_time.stdout
+    assert [row[:3] for row in rows(tmp_path / "default" / "trials.sqlite")] == \
+        [row[:3] for row in rows(tmp_path / "one" / "trials.sqlite")]
+    assert default_in_flight("random") == slots
+    assert {default_in_flight(mode) for mode in ("tpe", "single", "multitask", "transfer")} == {1}
 
 
 @pytest.mark.parametrize("flag, message", [

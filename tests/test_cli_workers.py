@@ -10,12 +10,10 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-from cli_helpers import TASKS, TRIALS, rows
+from cli_helpers import TASKS, TRIALS, descendants, rows, wait_until_gone
 from cli_helpers import command as cli_command
 from cli_helpers import env as cli_env
 
@@ -25,43 +23,6 @@ from automl_transfer.executors import ProcessExecutor, SequentialExecutor, make_
 # Bound of every poll, generous as a loaded machine is slow: a run or worker that never stops
 # fails the test instead of hanging it.
 WAIT_S = 900
-
-
-def _process_table() -> dict[int, tuple[int, str, str]]:
-    """pid -> (parent pid, state, start time) of every process, from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                table[int(entry.name)] = (int(fields[1]), fields[0], fields[19])
-    return table
-
-
-def _descendants(root: int) -> set[tuple[int, str]]:
-    """(pid, start time) of every live process below `root` (start time: pids get reused)."""
-    table = _process_table()
-    found, frontier = set(), [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, state, start) in table.items():
-            if ppid == parent and state != "Z":
-                found.add((pid, start))
-                frontier.append(pid)
-    return found
-
-
-def _alive(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    table = _process_table()
-    return {(pid, start) for pid, start in processes
-            if pid in table and table[pid][2] == start and table[pid][1] != "Z"}
-
-
-def _wait_until_gone(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    deadline = time.monotonic() + WAIT_S
-    while _alive(processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return _alive(processes)
 
 
 @contextlib.contextmanager
@@ -96,7 +57,7 @@ def _sigkill_after(proc: subprocess.Popen, store: Path, at_least: int) -> tuple[
     processes: set = set()
 
     def kill() -> None:
-        processes.update(_descendants(proc.pid))
+        processes.update(descendants(proc.pid))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
@@ -112,7 +73,7 @@ def test_sigkill_leaves_no_workers_and_the_rerun_resumes_with_the_exact_budget(w
     committed, workers_before_kill = _sigkill_after(proc, exp / "trials.sqlite", 2)
     assert 2 <= committed < budget
     assert len(workers_before_kill) >= 2  # the two workers
-    assert _wait_until_gone(workers_before_kill) == set(), "processes outlived the killed run"
+    assert wait_until_gone(workers_before_kill) == set(), "processes outlived the killed run"
 
     before = rows(exp / "trials.sqlite")
     resumed = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=WAIT_S)
@@ -137,21 +98,21 @@ def test_on_ray_sigkill_then_ctrl_c_leave_no_workers_and_lose_nothing(workdir, t
                             env=cli_env())
     committed, processes = _sigkill_after(proc, exp / "trials.sqlite", 2)
     assert len(processes) >= 2  # the two workers and Ray's own processes
-    assert _wait_until_gone(processes) == set(), "Ray processes outlived the killed run"
+    assert wait_until_gone(processes) == set(), "Ray processes outlived the killed run"
     before = rows(exp / "trials.sqlite")
 
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env(), start_new_session=True)
     processes = set()
     _committed_under_lock(proc, exp / "trials.sqlite", committed + 1,
-                          lambda: processes.update(_descendants(proc.pid)))
+                          lambda: processes.update(descendants(proc.pid)))
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
     _, stderr = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == 130, stderr
     assert f"resuming: {committed}/100 trials already finished" in stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
-    assert _wait_until_gone(processes) == set(), "Ray processes outlived the interrupted run"
+    assert wait_until_gone(processes) == set(), "Ray processes outlived the interrupted run"
     after = rows(exp / "trials.sqlite")
     assert len(after) > len(before) and len({row[0] for row in after}) == len(after)
     assert [row for row in after if row[0] in {r[0] for r in before}] == before  # not rerun

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import (TASKS, TRIALS, UNFINISHABLE, alive, cli, command, descendants, env,
-                         finished_count, make_workdir, rows, start, wait_for_trials)
+from cli_helpers import (TASKS, TRIALS, UNFINISHABLE, cli, command, descendants, env,
+                         finished_count, make_workdir, rows, start, wait_for_trials,
+                         wait_until_gone)
 
 RESUME_HINT = "finished trials are saved in {}; rerun the same command to resume"
 # What TensorFlow's C++ side prints on a CPU machine: glog-style lines and absl's pre-init note.
@@ -55,7 +56,7 @@ def _wait_until_workers_ignore_sigint(pid: int, workers: int) -> None:
     sigint = 1 << (signal.SIGINT - 1)
     for _ in range(6000):  # bounded: 10 minutes
         ignoring = 0
-        for child in descendants(pid):
+        for child, _ in descendants(pid):
             try:
                 status = Path(f"/proc/{child}/status").read_text()
             except OSError:  # ended while we looked
@@ -87,12 +88,8 @@ def test_stopping_a_run_with_worker_processes_is_clean(workdir, tmp_path, stop, 
     assert proc.returncode == code
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert stderr.strip().splitlines()[-1].endswith(RESUME_HINT.format(exp))
-    # Workers and the resource tracker go with the parent (they watch it); the bound only keeps
-    # a leak from hanging the test.
-    deadline = time.monotonic() + 120
-    while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in workers if alive(pid)], "worker processes outlived the run"
+    # Workers and the resource tracker go with the parent (they watch it).
+    assert wait_until_gone(workers) == set(), "worker processes outlived the run"
     ids = [row[0] for row in rows(store)]
     assert len(ids) >= 1 and len(set(ids)) == len(ids)
 
