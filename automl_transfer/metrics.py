@@ -88,14 +88,17 @@ def accuracy_top_n(trials: Sequence[TrialLike], n: int = DEFAULT_TOP_N) -> tuple
     return float(curve.valid[-1]), float(curve.test[-1])
 
 
-def trials_to_target(curve: TopNCurve | Sequence[float], target: float) -> int | None:
+def trials_to_target(curve: TopNCurve | Sequence[float], target: float, from_trial: int = 1
+                     ) -> int | None:
     """Trials needed until validation accuracy-topN >= target; None if never reached.
 
-    `curve` is a TopNCurve or its validation values alone.
+    `curve` is a TopNCurve or its validation values alone. `from_trial` counts the target as
+    reached only from that trial on: before trial N a "top-N" is a mean over fewer trials, so
+    one lucky first trial would otherwise look like reaching a top-10 target at trial 1.
     """
     valid = np.asarray(curve.valid if isinstance(curve, TopNCurve) else curve, dtype=float)
-    reached = np.flatnonzero(valid >= target)
-    return int(reached[0]) + 1 if reached.size else None
+    reached = np.flatnonzero(valid[max(from_trial, 1) - 1:] >= target)
+    return int(reached[0]) + max(from_trial, 1) if reached.size else None
 
 
 def _as_curve(trials_or_curve: TopNCurve | Sequence[TrialLike], n: int) -> TopNCurve:
@@ -105,22 +108,24 @@ def _as_curve(trials_or_curve: TopNCurve | Sequence[TrialLike], n: int) -> TopNC
 
 
 def speedup(rs: TopNCurve | Sequence[TrialLike], x: TopNCurve | Sequence[TrialLike],
-            n: int = DEFAULT_TOP_N) -> float | None:
+            n: int = DEFAULT_TOP_N, from_trial: int = 1) -> float | None:
     """How many times fewer trials X needs than random search to reach RS's final top-N.
 
     `rs` and `x` are trial lists or their TopNCurves (`n` applies to trial lists only). The
     target is random search's validation accuracy-topN at its full budget (the paper's Table 1).
     RS's own cost is the first trial at which it got there (<= its budget). None means X did not
-    reach the target within its budget: report that as such, never as a number.
+    reach the target within its budget: report that as such, never as a number. `from_trial`
+    applies to both searches (see `trials_to_target`); None also when RS's own budget is shorter.
     """
     rs_curve = _as_curve(rs, n)
     if not rs_curve.num_trials:
         raise ValueError("speed-up needs at least one finished random-search trial")
     target = float(rs_curve.valid[-1])
-    x_needed = trials_to_target(_as_curve(x, n), target)
-    if x_needed is None:
+    x_needed = trials_to_target(_as_curve(x, n), target, from_trial)
+    rs_needed = trials_to_target(rs_curve, target, from_trial)
+    if x_needed is None or rs_needed is None:
         return None
-    return trials_to_target(rs_curve, target) / x_needed
+    return rs_needed / x_needed
 
 
 def cosine_similarity(matrix: np.ndarray) -> np.ndarray:

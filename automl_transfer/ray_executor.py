@@ -177,4 +177,4 @@ def _death_reason(err: Exception) -> str:
     """One line: the trial's worker process died (Ray's first line says how, where it knows)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     detail = next((line for line in lines if "killed" in line or "exit" in line), None)
-    return f"worker process died during the trial" + (f": {detail}" if detail else "")
+    return "worker process died during the trial" + (f": {detail}" if detail else "")

@@ -9,6 +9,7 @@ from arguments.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -99,6 +100,20 @@ def controller_source(controller_dir: str) -> Path:
         raise UserError(f"--controller_dir: no saved controller at {directory} (controller.json "
                         f"is missing): give a multitask or single-task run's controller/ folder")
     return directory
+
+
+def transfer_space(run_space: SearchSpace, controller_dir: Path) -> SearchSpace:
+    """The space a transfer searches: the run's own, or the saved controller's when that one
+    holds every module of the run and more (a controller pre-trained on text and image tasks
+    transfers to an image task; the task's module mask hides the other modality's modules).
+    Anything else is left to the controller's loader, which says what does not match."""
+    try:
+        saved = SearchSpace.from_json(json.loads((controller_dir / "controller.json").read_text())["space"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return run_space
+    if saved.name == run_space.name and set(run_space.modules) < set(saved.modules):
+        return saved
+    return run_space
 
 
 def _transfer(options: SearchOptions, space: SearchSpace, tasks: Sequence[str]) -> Searcher:
@@ -246,14 +261,15 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
     handles, module_modalities = _module_handles(specs, options.module_handles)
     allowed = _allowed_modules(task_modalities, module_modalities, options.modules)
     # The module decision holds the modules of the run's modalities: a text run's space (and
-    # so the controllers saved for it) does not change when image modules are registered.
+    # so the controllers saved for it) does not change when image modules are registered. A
+    # transfer from a controller pre-trained across modalities keeps that controller's space.
     modalities = set(task_modalities.values())
     space = SearchSpace([m for m in handles if module_modalities[m] in modalities], options.space)
     if options.mode == "transfer":
         if not options.controller_dir:  # the one shipped for the space
             options = dataclasses.replace(
                 options, controller_dir=str(pretrained.default_controller(space.fingerprint())))
-        controller_source(options.controller_dir)
+        space = transfer_space(space, controller_source(options.controller_dir))
     settings = {"mode": options.mode, "tasks": task_names, "seed": options.seed,
                 "profile": options.modules, "trials_per_task": options.trials,
                 "space": options.space,

@@ -71,6 +71,19 @@ def test_speedup_and_not_reached():
     assert metrics.speedup(*curves) == pytest.approx(1.5)
 
 
+def test_strict_figures_count_only_from_trial_n():
+    curve = [0.9, 0.5, 0.6, 0.7, 0.9]                      # a lucky first trial
+    assert metrics.trials_to_target(curve, 0.9) == 1
+    assert metrics.trials_to_target(curve, 0.9, from_trial=3) == 5
+    assert metrics.trials_to_target(curve, 0.95, from_trial=3) is None
+    assert metrics.trials_to_target(curve, 0.5, from_trial=9) is None   # shorter than N
+    rs = [(0.5, 0), (0.6, 0), (0.7, 0), (0.7, 0), (0.7, 0)]  # reaches 0.7 at trial 3
+    lucky = [(0.8, 0), (0.1, 0), (0.1, 0), (0.1, 0), (0.1, 0)]
+    assert metrics.speedup(rs, lucky, n=1) == pytest.approx(3.0)
+    assert metrics.speedup(rs, lucky, n=1, from_trial=4) == pytest.approx(1.0)
+    assert metrics.speedup(rs, lucky, n=2, from_trial=2) is None       # its top-2 mean is 0.45
+
+
 def test_bad_n_and_empty_lists_are_errors():
     with pytest.raises(ValueError):
         metrics.top_n_curve([(0.1, 0.1)], n=0)

@@ -15,6 +15,7 @@ from automl_transfer.errors import UserError
 from automl_transfer.experiment import run_experiment, task_schedule
 from automl_transfer.modules import registry
 from automl_transfer.pretrained.package import main as package_main
+from automl_transfer.search import transfer_space
 from automl_transfer.search_space import SearchSpace
 from automl_transfer.searchers import controller_io
 from automl_transfer.searchers.controller_searcher import ControllerSearcher
@@ -80,6 +81,19 @@ def test_transfer_chain_keeps_every_task_embedding(multitask, tmp_path):
     np.testing.assert_array_equal(rows[:2], pretrained_rows)  # learned in pre-training
     np.testing.assert_array_equal(rows[2], first_rows[2])  # learned in the first transfer
     assert not np.allclose(first_rows[2], rows[3])  # d has a row of its own
+
+
+def test_a_controller_of_more_modalities_keeps_its_space_on_a_narrower_task(multitask):
+    """m0..m2 stand for a text+image controller's modules; a run of one modality has fewer."""
+    saved = multitask / "controller"
+    assert transfer_space(SearchSpace(["m1", "m2"]), saved).fingerprint() == SPACE.fingerprint()
+    ControllerSearcher.from_saved(saved, ["e"], seed=3, space=transfer_space(SearchSpace(["m2"]), saved))
+    unknown = SearchSpace(["m1", "x"])       # a module the controller never saw: its loader says so
+    assert transfer_space(unknown, saved) is unknown
+    with pytest.raises(UserError):
+        ControllerSearcher.from_saved(saved, ["e"], seed=3, space=unknown)
+    other = SearchSpace(["m1"], "extended")  # another space keeps its own, and is refused too
+    assert transfer_space(other, saved) is other
 
 
 def test_the_shipped_controller_fits_the_offline_space_and_loads():

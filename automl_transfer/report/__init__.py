@@ -62,6 +62,9 @@ def _table1_section(groups: Groups, top_n: int, notes: list[str]) -> list[str]:
         f"accuracy-top{top_n} reaches it (mean ± 2 s.e.m. over seeds). Speed-up over RS, per "
         "seed pair (seed k of the method against seed k of RS, each against that RS run's own "
         f"final accuracy-top{top_n}): RS trials to reach it / the method's trials to reach it. "
+        f"The columns 'from trial {top_n}' count a target as reached only from the {top_n}th "
+        f"trial on, for both searches: before that an accuracy-top{top_n} is a mean over fewer "
+        "trials, and one lucky first trial would look like a huge speed-up. "
         f"Test accuracy-top{top_n} (%) at the fixed budget, the smallest budget common to every "
         "run of the task, ± 2 s.e.m. (across seeds, or across the top-N trials when there is "
         "one seed, as noted).",

@@ -49,12 +49,16 @@ def table1(rows: Sequence[Table1Row], n: int) -> str:
     header = ["task", "RS budget", f"RS valid top-{n} (target)"]
     header += [f"{method_label(m)} trials to target" for m in COMPARED_METHODS]
     header += [f"{method_label(m)} speed-up over RS" for m in COMPARED_METHODS]
+    header += [f"{method_label(m)} trials to target from trial {n}" for m in COMPARED_METHODS]
+    header += [f"{method_label(m)} speed-up from trial {n}" for m in COMPARED_METHODS]
     header += ["fixed budget"] + [f"{method_label(m)} test top-{n}" for m in TABLE_METHODS]
     body = []
     for row in rows:
         cells = [row.task, str(row.rs_budget), f"{100 * row.target:.1f}"]
         cells += [trials_needed(row.trials_needed.get(m)) for m in COMPARED_METHODS]
         cells += [speedups(row.speedups.get(m)) for m in COMPARED_METHODS]
+        cells += [trials_needed(row.strict_trials_needed.get(m)) for m in COMPARED_METHODS]
+        cells += [speedups(row.strict_speedups.get(m)) for m in COMPARED_METHODS]
         cells.append(str(row.fixed_budget))
         for method in TABLE_METHODS:
             estimate = row.test_at_budget.get(method)

@@ -47,6 +47,9 @@ class Table1Row:
     trials_needed: dict[str, TrialsNeeded]   # tpe / single / transfer, where runs exist
     speedups: dict[str, tuple[float | None, ...]]  # tpe / single / transfer, per seed pair
                                                    # (None: not reached)
+    strict_from: int                         # the strict figures count from this trial on (N)
+    strict_trials_needed: dict[str, TrialsNeeded]
+    strict_speedups: dict[str, tuple[float | None, ...]]
     fixed_budget: int                        # smallest budget common to every run of the task
     test_at_budget: dict[str, Estimate]      # every method of TABLE_METHODS that has runs
 
@@ -69,20 +72,30 @@ def accuracy_at_budget(seeds: Sequence[Sequence[Trial]], budget: int, n: int) ->
 
 def table1_row(task: str, by_method: Mapping[str, Sequence[Sequence[Trial]]], n: int
                ) -> Table1Row:
-    """One task's row. `by_method` maps method -> finished trials per seed; needs RANDOM."""
+    """One task's row. `by_method` maps method -> finished trials per seed; needs RANDOM.
+
+    Trials to target and speed-ups come twice: counting from trial 1 (the paper's way) and
+    strictly, from trial `n` on, where accuracy-topN is first a mean over N trials.
+    """
     curves = {m: [top_n_curve(trials, n) for trials in by_method[m]]
               for m in TABLE_METHODS if by_method.get(m)}
     target = float(np.mean([c.valid[-1] for c in curves[RANDOM]]))
-    needed, speedups = {}, {}
+    needed: dict[int, dict[str, TrialsNeeded]] = {1: {}, n: {}}
+    speedups: dict[int, dict[str, tuple[float | None, ...]]] = {1: {}, n: {}}
     for method in COMPARED_METHODS:
-        if method in curves:
-            per_seed = tuple(trials_to_target(c, target) for c in curves[method])
-            needed[method] = TrialsNeeded(per_seed, max(len(t) for t in by_method[method]))
+        if method not in curves:
+            continue
+        budget = max(len(t) for t in by_method[method])
+        for first in (1, n):
+            per_seed = tuple(trials_to_target(c, target, first) for c in curves[method])
+            needed[first][method] = TrialsNeeded(per_seed, budget)
             # Seeds are paired in run order (seed0 with seed0, ...), each against its own RS.
-            speedups[method] = tuple(speedup(rs, x)
-                                     for rs, x in zip(curves[RANDOM], curves[method]))
+            speedups[first][method] = tuple(speedup(rs, x, from_trial=first)
+                                            for rs, x in zip(curves[RANDOM], curves[method]))
     fixed_budget = min(len(trials) for m in curves for trials in by_method[m])
     tests = {m: accuracy_at_budget(by_method[m], fixed_budget, n) for m in curves}
     return Table1Row(task=task, rs_budget=max(len(t) for t in by_method[RANDOM]), target=target,
-                     trials_needed=needed, speedups=speedups, fixed_budget=fixed_budget,
+                     trials_needed=needed[1], speedups=speedups[1], strict_from=n,
+                     strict_trials_needed=needed[n], strict_speedups=speedups[n],
+                     fixed_budget=fixed_budget,
                      test_at_budget=tests)
