@@ -180,7 +180,8 @@ def summary(trials: Sequence[Trial], task_names: Sequence[str]) -> list[str]:
             continue
         best = max(completed, key=lambda t: (t.result.reward, -t.trial_id))
         lines.append(f"    best (trial {best.trial_id}, valid {best.result.reward:.4f}, test "
-                     f"{best.result.test_accuracy:.4f}): {best.config.describe()}")
+                     f"{best.result.test_accuracy:.4f}): "
+                     f"{best.config.describe(registry.trains_when_fine_tuned(best.config.module))}")
     return lines
 
 

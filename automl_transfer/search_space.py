@@ -120,8 +120,9 @@ class Config:
     def from_json(cls, text: str) -> "Config":
         return cls.from_dict(json.loads(text))
 
-    def describe(self) -> str:
-        """One line for logs and reports."""
+    def describe(self, module_trains: bool = True) -> str:
+        """One line for logs and reports; `module_trains=False` for a module fine_tune does not
+        train (image modules), so the line says what was trained."""
         deep = "off" if not self.deep_enabled else (
             f"{self.num_layers}x{self.layer_size} {self.activation} norm={self.normalization} "
             f"dropout={self.dropout} lr={self.deep_learning_rate} l2={self.deep_l2}")
@@ -129,7 +130,8 @@ class Config:
         if self.wide_enabled and self.wide_setting() != tuple(PAPER_WIDE.values()):
             wide += (f" {self.wide_ngrams}-grams {self.wide_weighting} "
                      f"vocab={self.wide_vocab_size}")
-        tune = "fine-tuned" if self.fine_tune else "frozen"
+        tune = "frozen" if not self.fine_tune else (
+            "fine-tuned" if module_trains else "frozen; fine_tune has no effect on image modules")
         return (f"module={self.module} ({tune}); deep[{deep}]; wide[{wide}]; "
                 f"samples={self.train_samples}")
 

@@ -13,8 +13,9 @@ from automl_transfer.child import image_features
 from automl_transfer.child.evaluate import TaskRef, evaluate
 from automl_transfer.errors import ModuleError
 from automl_transfer.modules import image_build, image_convert, registry
+from automl_transfer.search import summary
 from automl_transfer.search_space import Config
-from automl_transfer.trial import Status
+from automl_transfer.trial import Status, Trial, TrialResult
 from test_images import write_photo_folder
 
 TFLITE = "images/pretrained-cnn/mobilenet_v1_0.25_128_quant.tflite"
@@ -124,3 +125,15 @@ def test_image_child_trains_on_cached_frozen_features(tiny_module, shared_data_d
         result.status, result.valid_accuracy, result.test_accuracy)  # documented: frozen path
     wide = evaluate(_config(deep_l2="disable", wide_l1=0.0), task, {"tiny": handle}, seed=0)
     assert wide.status == Status.COMPLETED and wide.steps == 10
+
+
+def test_logs_say_a_fine_tune_choice_trains_an_image_module_frozen():
+    """The run's summary line names what was trained, not the decision's label."""
+    assert not registry.trains_when_fine_tuned("mobilenet_v1_025")
+    assert registry.trains_when_fine_tuned("en-glove-50") and registry.trains_when_fine_tuned("mine")
+    trials = [Trial(trial_id=0, task=task, config=_config(module=module, fine_tune=True), seed=0,
+                    searcher="random", result=TrialResult(Status.COMPLETED, 0.5, 0.5))
+              for task, module in (("flowers", "mobilenet_v1_025"), ("subj", "en-glove-50"))]
+    flowers, subj = [line for line in summary(trials, ["flowers", "subj"]) if "best (" in line]
+    assert "module=mobilenet_v1_025 (frozen; fine_tune has no effect on image modules)" in flowers
+    assert "module=en-glove-50 (fine-tuned)" in subj

@@ -37,13 +37,18 @@ def is_remote(handle: str) -> bool:
     return "://" in handle
 
 
-def _profile_entries(profile: str) -> dict[str, dict[str, Any]]:
-    """The raw yaml entries of one profile, in file order."""
+def _profiles() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every profile's raw yaml entries."""
     try:
         document = yaml.safe_load(REGISTRY_FILE.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{REGISTRY_FILE}: cannot read the module registry ({err})") from None
-    profiles = (document or {}).get("profiles") or {}
+    return (document or {}).get("profiles") or {}
+
+
+def _profile_entries(profile: str) -> dict[str, dict[str, Any]]:
+    """The raw yaml entries of one profile, in file order."""
+    profiles = _profiles()
     if profile not in profiles:
         raise UserError(f"{REGISTRY_FILE}: unknown module profile {profile!r}; "
                         f"known profiles: {', '.join(profiles)}")
@@ -66,6 +71,13 @@ def load_registry(profile: str = DEFAULT_PROFILE,
                                  language=str(entry["language"]), dim=int(entry["dim"]),
                                  description=str(entry["description"]))
     return specs
+
+
+def trains_when_fine_tuned(module: str) -> bool:
+    """False for a registered image module: its fine_tune decision trains the frozen path
+    (docs/method.md), and logs and reports say so rather than "fine-tuned"."""
+    return not any((entry or {}).get("modality") == "image" and name == module
+                   for entries in _profiles().values() for name, entry in (entries or {}).items())
 
 
 def module_names(profile: str = DEFAULT_PROFILE) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from automl_transfer.modules.registry import trains_when_fine_tuned
 from automl_transfer.report.loading import Run, method_label
 from automl_transfer.report.tables import (COMPARED_METHODS, TABLE_METHODS, Estimate,
                                            Table1Row, TrialsNeeded)
@@ -93,5 +94,6 @@ def best_configs(best: Sequence[tuple[str, Run, Trial]]) -> str:
     for task, run, trial in best:
         body.append([task, method_label(run.method), run.label, str(trial.trial_id),
                      f"{100 * trial.result.valid_accuracy:.1f}",
-                     f"{100 * trial.result.test_accuracy:.1f}", trial.config.describe()])
+                     f"{100 * trial.result.test_accuracy:.1f}",
+                     trial.config.describe(trains_when_fine_tuned(trial.config.module))])
     return table(["task", "method", "run", "trial", "valid %", "test %", "configuration"], body)
