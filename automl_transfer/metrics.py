@@ -97,8 +97,9 @@ def trials_to_target(curve: TopNCurve | Sequence[float], target: float, from_tri
     one lucky first trial would otherwise look like reaching a top-10 target at trial 1.
     """
     valid = np.asarray(curve.valid if isinstance(curve, TopNCurve) else curve, dtype=float)
-    reached = np.flatnonzero(valid[max(from_trial, 1) - 1:] >= target)
-    return int(reached[0]) + max(from_trial, 1) if reached.size else None
+    first = max(from_trial, 1)
+    reached = np.flatnonzero(valid[first - 1:] >= target)
+    return int(reached[0]) + first if reached.size else None
 
 
 def _as_curve(trials_or_curve: TopNCurve | Sequence[TrialLike], n: int) -> TopNCurve:

@@ -76,8 +76,8 @@ def load_registry(profile: str = DEFAULT_PROFILE,
 def trains_when_fine_tuned(module: str) -> bool:
     """False for a registered image module: its fine_tune decision trains the frozen path
     (docs/method.md), and logs and reports say so rather than "fine-tuned"."""
-    return not any((entry or {}).get("modality") == "image" and name == module
-                   for entries in _profiles().values() for name, entry in (entries or {}).items())
+    return all(((entries or {}).get(module) or {}).get("modality") != "image"
+               for entries in _profiles().values())
 
 
 def module_names(profile: str = DEFAULT_PROFILE) -> list[str]:

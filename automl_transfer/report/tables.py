@@ -47,8 +47,7 @@ class Table1Row:
     trials_needed: dict[str, TrialsNeeded]   # tpe / single / transfer, where runs exist
     speedups: dict[str, tuple[float | None, ...]]  # tpe / single / transfer, per seed pair
                                                    # (None: not reached)
-    strict_from: int                         # the strict figures count from this trial on (N)
-    strict_trials_needed: dict[str, TrialsNeeded]
+    strict_trials_needed: dict[str, TrialsNeeded]  # counted from trial N on (see table1_row)
     strict_speedups: dict[str, tuple[float | None, ...]]
     fixed_budget: int                        # smallest budget common to every run of the task
     test_at_budget: dict[str, Estimate]      # every method of TABLE_METHODS that has runs
@@ -95,7 +94,7 @@ def table1_row(task: str, by_method: Mapping[str, Sequence[Sequence[Trial]]], n:
     fixed_budget = min(len(trials) for m in curves for trials in by_method[m])
     tests = {m: accuracy_at_budget(by_method[m], fixed_budget, n) for m in curves}
     return Table1Row(task=task, rs_budget=max(len(t) for t in by_method[RANDOM]), target=target,
-                     trials_needed=needed[1], speedups=speedups[1], strict_from=n,
+                     trials_needed=needed[1], speedups=speedups[1],
                      strict_trials_needed=needed[n], strict_speedups=speedups[n],
                      fixed_budget=fixed_budget,
                      test_at_budget=tests)
