@@ -103,10 +103,23 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []  # the stop signal, once one has arrived
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
     for stop_signal in _STOP_SIGNALS:  # a second signal must not break the final checkpoint
         signal.signal(stop_signal, signal.SIG_IGN)
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` again for a stop signal that has arrived. Its first raise can land in
+    code that swallows it (Python only prints an exception raised inside a __del__, such as
+    TensorFlow's resource deleters), and later signals are ignored: without this, such a run
+    would go on to the end of its budget. Call it where the run may stop cleanly."""
+    if _received:
+        raise Interrupted(_received[0])
 
 
 def stop_on_signals() -> None:

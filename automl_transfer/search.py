@@ -18,8 +18,8 @@ from automl_transfer import cli_process, paths, pretrained, workers
 from automl_transfer import tasks as task_lib
 from automl_transfer.errors import UserError
 from automl_transfer.executors import make_executor
-from automl_transfer.experiment import (ChildEvaluator, check_experiment_dir, run_experiment,
-                                        task_schedule)
+from automl_transfer.experiment import (Callback, ChildEvaluator, check_experiment_dir,
+                                        run_experiment, task_schedule)
 from automl_transfer.fingerprints import module_fingerprint, task_fingerprint
 from automl_transfer.metrics import accuracy_top_n
 from automl_transfer.modules import registry
@@ -28,6 +28,7 @@ from automl_transfer.search_space import PAPER, SearchSpace
 from automl_transfer.searchers.base import Searcher
 from automl_transfer.searchers.presets import resolve_settings
 from automl_transfer.searchers.random_search import RandomSearcher
+from automl_transfer.store import TrialStore
 from automl_transfer.trial import Status, Trial
 
 TOP_N = 10
@@ -100,6 +101,14 @@ def controller_source(controller_dir: str) -> Path:
         raise UserError(f"--controller_dir: no saved controller at {directory} (controller.json "
                         f"is missing): give a multitask or single-task run's controller/ folder")
     return directory
+
+
+class StopWhenSignalled(Callback):
+    """Stops the run at the next committed trial if a stop signal's exception was swallowed
+    where it landed (see `cli_process.raise_if_interrupted`)."""
+
+    def on_trial_end(self, trial: Trial, searcher: Searcher, store: TrialStore) -> None:
+        cli_process.raise_if_interrupted()
 
 
 def transfer_space(run_space: SearchSpace, controller_dir: Path) -> SearchSpace:
@@ -298,7 +307,7 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
     searcher = mode.make_searcher(options, space, task_names)
     budget = settings["trials_per_task"]
     schedule = task_schedule(task_names, budget, options.seed, interleave=mode.interleave)
-    callbacks = [ProgressDisplay()]
+    callbacks = [ProgressDisplay(), StopWhenSignalled()]
     if options.tensorboard:
         from automl_transfer.tensorboard_logging import TensorBoardLogger
         callbacks.append(TensorBoardLogger(options.experiment_dir))

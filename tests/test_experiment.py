@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from automl_transfer import cli_process
 from automl_transfer.errors import ResumeError, UserError
 from automl_transfer.executors import ProcessExecutor, SequentialExecutor, ThreadExecutor
 from automl_transfer.experiment import (Callback, hide_test_accuracy, run_experiment,
                                         task_schedule)
 from automl_transfer.progress import ProgressDisplay
+from automl_transfer.search import StopWhenSignalled
 from automl_transfer.search_space import SearchSpace
 from automl_transfer.searchers.random_search import RandomSearcher
 from automl_transfer.store import SEARCHER_STATE_KEY, STORE_FILE, TrialStore
@@ -241,3 +243,34 @@ def test_a_second_run_on_a_directory_in_use_is_refused(tmp_path):
     assert seen_refusal == [trials[0].trial_id] and len(trials) == 4
     again, _ = _run(tmp_path / "exp", trials_per_task=2)  # released at the end
     assert again == trials
+
+
+class _SwallowsItsSignal:
+    """Where a stop signal can land without stopping anything: Python only prints an exception
+    raised inside a __del__ (TensorFlow's resource deleters run in the main thread)."""
+
+    def __del__(self):
+        cli_process._raise_interrupted(signal.SIGINT, None)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # on purpose
+def test_a_swallowed_stop_signal_still_stops_the_run_at_the_next_trial(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_process, "_received", [])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def evaluate(trial):
+        if trial.trial_id == 2:
+            _SwallowsItsSignal()  # collected at once: its Interrupted is printed, not raised
+        return _score(trial)
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(cli_process.Interrupted):
+            _run(tmp_path / "exp", evaluate=evaluate, callbacks=[StopWhenSignalled()])
+    finally:
+        for stop_signal, handler in handlers.items():
+            signal.signal(stop_signal, handler)
+    # Trial 2 is committed (the signal came during it); nothing after it ran; resume finishes.
+    assert sorted(TrialStore(tmp_path / "exp" / STORE_FILE).finished_ids()) == [0, 1, 2]
+    monkeypatch.setattr(cli_process, "_received", [])
+    trials, _ = _run(tmp_path / "exp", callbacks=[StopWhenSignalled()])
+    assert len(trials) == 6
