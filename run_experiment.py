@@ -79,6 +79,11 @@ flags.DEFINE_enum("space", PAPER, list(SPACES), "Search space: 'paper' (the pape
                   "decisions) or 'extended' (also the wide tower's n-gram range, TF-IDF or binary "
                   "weighting and vocabulary size; docs/method.md). A run resumes, and a saved "
                   "controller is reused, only in the space it was made in.")
+flags.DEFINE_boolean("fine_tune_images", False, "Let the fine_tune decision really train an image "
+                     "module's CNN weights (with the deep tower's learning rate, for the trial's "
+                     "training samples). Off: image modules train their cached frozen features "
+                     "either way, since a fine-tuned 1,000,000-sample trial takes 3-58 hours on "
+                     "2 CPU cores (docs/modules.md); turn it on where a GPU makes that affordable.")
 flags.DEFINE_float("learning_rate", None, "Controller learning rate; overrides --preset.")
 flags.DEFINE_float("entropy_weight", None, "Controller entropy bonus weight; overrides --preset.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard logs under "
@@ -147,6 +152,7 @@ def _protocol() -> int:
         ("preset", FLAGS.preset), ("learning_rate", FLAGS.learning_rate), ("space", FLAGS.space),
         ("entropy_weight", FLAGS.entropy_weight)) if value is not None]
     passed += [f"--module_handles={','.join(FLAGS.module_handles)}"] if FLAGS.module_handles else []
+    passed += ["--fine_tune_images"] if FLAGS.fine_tune_images else []
     failures = run_protocol(config, FLAGS.experiment_dir, passed,
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     _report()
@@ -211,12 +217,12 @@ def _run(argv: Sequence[str]) -> int:
         preset=FLAGS.preset, learning_rate=FLAGS.learning_rate,
         entropy_weight=FLAGS.entropy_weight, data_dir=FLAGS.data_dir, cache_dir=FLAGS.cache_dir,
         modules=FLAGS.modules, module_handles=FLAGS.module_handles, space=FLAGS.space,
-        overwrite=FLAGS.overwrite, tensorboard=FLAGS.tensorboard,
+        fine_tune_images=FLAGS.fine_tune_images, overwrite=FLAGS.overwrite, tensorboard=FLAGS.tensorboard,
         max_in_flight=FLAGS.max_in_flight, executor=FLAGS.executor,
         ray_address=FLAGS.ray_address)
     trials = run_search(options, log=lambda line: print(line, flush=True))
     task_names = [task_lib.task_name(t) for t in FLAGS.tasks if t.strip()]
-    print("\n".join(summary(trials, task_names)))
+    print("\n".join(summary(trials, task_names, FLAGS.fine_tune_images)))
     if trials and all(t.result.status != Status.COMPLETED for t in trials):
         print(f"error: all {len(trials)} trials failed or diverged "
               f"({FailureCount(trials).describe()})", file=sys.stderr)

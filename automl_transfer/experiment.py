@@ -45,7 +45,7 @@ STOP_AFTER_FAILURES = 3
 EXTENDABLE_SETTINGS = frozenset({"trials_per_task", "sources"})
 # Settings that stores written before they existed lack, with the value those runs used: such a
 # store resumes as if it had recorded it (a store without `space` was made in the paper space).
-SETTING_DEFAULTS = {"space": PAPER}
+SETTING_DEFAULTS = {"space": PAPER, "fine_tune_images": False}
 
 
 class TaskSchedule(Sequence[str]):
@@ -142,11 +142,12 @@ class ChildEvaluator:
     module_handles: Mapping[str, str]
     data_dir: str | None = None
     split_seed: int = 0
+    fine_tune_images: bool = False
 
     def __call__(self, trial: Trial) -> TrialResult:
         from automl_transfer.child.evaluate import TaskRef, evaluate
         task = TaskRef(self.tasks[trial.task], self.data_dir, self.split_seed)
-        return evaluate(trial.config, task, self.module_handles, trial.seed)
+        return evaluate(trial.config, task, self.module_handles, trial.seed, self.fine_tune_images)
 
 
 @contextlib.contextmanager

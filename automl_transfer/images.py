@@ -32,6 +32,7 @@ import numpy as np
 
 from automl_transfer import paths
 from automl_transfer.errors import DataError
+from automl_transfer.fingerprints import task_fingerprint
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -73,7 +74,9 @@ def load_images(path: Path, name: str, seed: int,
         DataError: one line naming the bad folder or file.
     """
     log = log or _stderr
-    key = json.dumps([str(path.resolve()), *_stamp(path), seed, dict(max_rows or {}), CACHE_FORMAT])
+    # Keyed on the data's bytes, not its path or mtime: a copied or moved dataset (new mtimes,
+    # same images) reuses its decoded images and the features computed from them.
+    key = json.dumps([task_fingerprint(path), seed, dict(max_rows or {}), CACHE_FORMAT])
     folder = paths.cache_dir() / "images" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     cached = _read_cache(folder)
     if cached is not None:
@@ -84,15 +87,6 @@ def load_images(path: Path, name: str, seed: int,
         data = _from_files(path, seed, split_indices, max_rows, folder, log)
     _write_cache(data)
     return data
-
-
-def _stamp(path: Path) -> list[int]:
-    """[mtime, size] of a file; for a folder, newest mtime, total size and count of what it holds."""
-    if path.is_file():
-        stat = path.stat()
-        return [stat.st_mtime_ns, stat.st_size]
-    stats = [p.stat() for p in path.rglob("*")]
-    return [max((st.st_mtime_ns for st in stats), default=0), sum(st.st_size for st in stats), len(stats)]
 
 
 def resized(images: np.ndarray, cache_dir: Path, split: str, size: int,

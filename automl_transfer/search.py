@@ -52,6 +52,7 @@ class SearchOptions:
     modules: str = "offline"  # module profile
     module_handles: Sequence[str] = ()  # name=handle pairs replacing the profile's modules
     space: str = PAPER
+    fine_tune_images: bool = False  # fine_tune trains image modules' weights (hours per trial on CPUs)
     overwrite: bool = False
     tensorboard: bool = True
     max_in_flight: int | None = None  # None: default_in_flight(mode)
@@ -164,7 +165,8 @@ def _module_handles(specs: dict, pairs: Sequence[str]) -> tuple[dict[str, str], 
     return handles, modalities
 
 
-def summary(trials: Sequence[Trial], task_names: Sequence[str]) -> list[str]:
+def summary(trials: Sequence[Trial], task_names: Sequence[str], fine_tune_images: bool = False
+            ) -> list[str]:
     """Per task: validation and test accuracy-top10, failures, and the best configuration."""
     lines = [f"accuracy-top{TOP_N} (mean over the {TOP_N} best trials by validation accuracy; "
              f"failed and diverged trials count as 0):"]
@@ -190,7 +192,7 @@ def summary(trials: Sequence[Trial], task_names: Sequence[str]) -> list[str]:
         best = max(completed, key=lambda t: (t.result.reward, -t.trial_id))
         lines.append(f"    best (trial {best.trial_id}, valid {best.result.reward:.4f}, test "
                      f"{best.result.test_accuracy:.4f}): "
-                     f"{best.config.describe(registry.trains_when_fine_tuned(best.config.module))}")
+                     f"{best.config.describe(registry.trains_when_fine_tuned(best.config.module, fine_tune_images))}")
     return lines
 
 
@@ -282,7 +284,7 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
         space = transfer_space(space, controller_source(options.controller_dir))
     settings = {"mode": options.mode, "tasks": task_names, "seed": options.seed,
                 "profile": options.modules, "trials_per_task": options.trials,
-                "space": options.space,
+                "space": options.space, "fine_tune_images": options.fine_tune_images,
                 "sources": {"tasks": {name: str(path) for name, path in task_files.items()},
                             "module_handles": handles, "data_dir": str(data_dir)}}
     fingerprints = {"tasks": {name: task_fingerprint(path) for name, path in task_files.items()}}
@@ -316,7 +318,8 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
         f"{budget} trials per task, seed={options.seed}, space={options.space}, "
         f"{len(space.modules)} modules ({', '.join(space.modules)})"
         + (f", {in_flight} trials at once ({options.executor} workers)" if in_flight > 1 else ""))
-    evaluator = ChildEvaluator(sources, handles, str(data_dir))
+    evaluator = ChildEvaluator(sources, handles, str(data_dir),
+                               fine_tune_images=options.fine_tune_images)
     return run_experiment(
         options.experiment_dir, searcher, schedule, allowed, evaluator, settings,
         executor=make_executor(in_flight, options.executor, options.ray_address),

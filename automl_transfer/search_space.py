@@ -122,7 +122,7 @@ class Config:
 
     def describe(self, module_trains: bool = True) -> str:
         """One line for logs and reports; `module_trains=False` for a module fine_tune does not
-        train (image modules), so the line says what was trained."""
+        train (image modules without --fine_tune_images), so the line says what was trained."""
         deep = "off" if not self.deep_enabled else (
             f"{self.num_layers}x{self.layer_size} {self.activation} norm={self.normalization} "
             f"dropout={self.dropout} lr={self.deep_learning_rate} l2={self.deep_l2}")
@@ -131,7 +131,7 @@ class Config:
             wide += (f" {self.wide_ngrams}-grams {self.wide_weighting} "
                      f"vocab={self.wide_vocab_size}")
         tune = "frozen" if not self.fine_tune else (
-            "fine-tuned" if module_trains else "frozen; fine_tune has no effect on image modules")
+            "fine-tuned" if module_trains else "frozen; image modules fine-tune only with --fine_tune_images")
         return (f"module={self.module} ({tune}); deep[{deep}]; wide[{wide}]; "
                 f"samples={self.train_samples}")
 

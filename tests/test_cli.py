@@ -111,7 +111,7 @@ def test_help_explains_every_flag():
     for flag in ("mode", "tasks", "trials", "experiment_dir", "seed", "data_dir", "cache_dir",
                  "modules", "module_handles", "overwrite", "max_in_flight", "report_decision",
                  "report_window", "verbose", "export_dir", "export_top_k", "model_dir", "input",
-                 "output", "executor", "ray_address", "space"):
+                 "output", "executor", "ray_address", "space", "fine_tune_images"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout
     assert "resumes" in result.stdout
 

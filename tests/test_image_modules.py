@@ -10,10 +10,11 @@ import tensorflow_hub as hub
 
 from automl_transfer import tasks
 from automl_transfer.child import image_features
-from automl_transfer.child.evaluate import TaskRef, evaluate
-from automl_transfer.errors import ModuleError
+from automl_transfer.child.evaluate import TaskRef, evaluate, trained_child
+from automl_transfer.errors import ModuleError, UserError
 from automl_transfer.modules import image_build, image_convert, registry
-from automl_transfer.search import summary
+from automl_transfer.modules.loading import load_module
+from automl_transfer.search import SearchOptions, run_search, summary
 from automl_transfer.search_space import Config
 from automl_transfer.trial import Status, Trial, TrialResult
 from test_images import write_photo_folder
@@ -135,5 +136,45 @@ def test_logs_say_a_fine_tune_choice_trains_an_image_module_frozen():
                     searcher="random", result=TrialResult(Status.COMPLETED, 0.5, 0.5))
               for task, module in (("flowers", "mobilenet_v1_025"), ("subj", "en-glove-50"))]
     flowers, subj = [line for line in summary(trials, ["flowers", "subj"]) if "best (" in line]
-    assert "module=mobilenet_v1_025 (frozen; fine_tune has no effect on image modules)" in flowers
+    assert "module=mobilenet_v1_025 (frozen; image modules fine-tune only with --fine_tune_images)" in flowers
     assert "module=en-glove-50 (fine-tuned)" in subj
+    assert registry.trains_when_fine_tuned("mobilenet_v1_025", fine_tune_images=True)
+    flowers = [line for line in summary(trials, ["flowers"], fine_tune_images=True) if "best (" in line][0]
+    assert "module=mobilenet_v1_025 (fine-tuned)" in flowers
+
+
+def test_fine_tune_images_trains_the_cnn_on_the_photos_and_gives_its_weights_back(
+        tiny_module, shared_data_dir, tmp_path):
+    """--fine_tune_images: the fine_tune decision trains the module's own weights on batches of
+    the task's images (read from their memory map), and the shared module is restored after."""
+    handle, _ = tiny_module
+    task = TaskRef(str(write_photo_folder(shared_data_dir, tmp_path / "photos", per_class=10)))
+    config = _config(fine_tune=True, deep_learning_rate=0.01)
+    with trained_child(config, task, {"tiny": handle}, 0) as (frozen_child, frozen):
+        assert not frozen_child.tune_module
+        frozen_logits = frozen_child.logits("valid")
+    module = load_module(handle)  # memoised: the very module the trials use
+    before = [v.numpy() for v in module.trainable_variables]
+    with trained_child(config, task, {"tiny": handle}, 0, fine_tune_images=True) as (child, tuned):
+        assert tuned.status == Status.COMPLETED and tuned.steps == 10
+        assert child.tune_module and len(child.deep_vars) > len(frozen_child.deep_vars)
+        moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, module.trainable_variables)]
+        assert sum(moved) > len(moved) // 2  # the convolutions trained, not only the head
+        tuned_logits = child.logits("valid")
+    assert tuned_logits.shape == frozen_logits.shape and not np.allclose(tuned_logits, frozen_logits)
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, module.trainable_variables))
+    untouched = evaluate(_config(fine_tune=False), task, {"tiny": handle}, 0, fine_tune_images=True)
+    assert untouched.valid_accuracy == evaluate(_config(fine_tune=False), task, {"tiny": handle}, 0).valid_accuracy
+
+
+def test_a_run_resumes_only_with_the_fine_tune_images_it_started_with(tiny_module, shared_data_dir, tmp_path):
+    handle, _ = tiny_module
+    folder = write_photo_folder(shared_data_dir, tmp_path / "photos", per_class=10)
+    options = SearchOptions(mode="random", tasks=[str(folder)], trials=1, seed=0,
+                            experiment_dir=str(tmp_path / "run"), data_dir=str(shared_data_dir),
+                            module_handles=[f"mobilenet_v1_025={handle}"], tensorboard=False,
+                            max_in_flight=1)
+    (trial,) = run_search(options, log=lambda _: None)
+    assert trial.result.status == Status.COMPLETED
+    with pytest.raises(UserError, match="fine_tune_images"):
+        run_search(SearchOptions(**{**vars(options), "trials": 2, "fine_tune_images": True}))

@@ -1,6 +1,7 @@
 """Image tasks: folders, archives, .npz, splits, the decode cache and every bad input, on real
 photos cut from the shared flowers set and real MNIST digits."""
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -101,6 +102,12 @@ def test_mixed_sizes_are_resized_and_decoding_is_cached(shared_data_dir, tmp_pat
     again = tasks.load_task(str(folder))  # read back from the cache, not written again
     assert again is not task and np.array_equal(_all_pixels(again), _all_pixels(task))
     assert (again.cache_dir / "meta.json").stat().st_mtime_ns == written
+    tasks._load_images_cached.cache_clear()
+    copy = shutil.copytree(folder, tmp_path / "elsewhere" / "mixed")  # new path and mtimes, same bytes
+    for member in copy.rglob("*"):
+        os.utime(member, ns=(member.stat().st_atime_ns, member.stat().st_mtime_ns + 10**12))
+    copied = tasks.load_task(str(copy))  # the decoded images are reused, not decoded again
+    assert copied.cache_dir == task.cache_dir and (copied.cache_dir / "meta.json").stat().st_mtime_ns == written
     tasks._load_images_cached.cache_clear()
     broken = sorted(folder.rglob("*.jpg"))[0]
     broken.write_bytes(b"")  # an edited photo makes the cache stale: decoded again, and refused

@@ -22,8 +22,10 @@ from automl_transfer.trial import Status, TrialResult
 __all__ = ["TaskRef", "evaluate", "trained_child"]
 
 
-def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int) -> TrialResult:
-    """Train the child `config` on `task` (module handle = module_handles[config.module]) with `seed`.
+def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int,
+             fine_tune_images: bool = False) -> TrialResult:
+    """Train the child `config` on `task` (module handle = module_handles[config.module]) with `seed`;
+    `fine_tune_images`: fine_tune trains an image module's weights too (else its frozen path).
 
     Same seed, same metrics. Per-task and per-(task, module) work is cached in the process.
     Times: setup_time_s = features (first trial of a task/module/wide setting only) and building
@@ -31,13 +33,13 @@ def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], s
     train_time_s = tracing the one graph that trains and then scores valid and test, and running
     it; eval_time_s = accuracies from the logits.
     """
-    with trained_child(config, task, module_handles, seed) as (_, result):
+    with trained_child(config, task, module_handles, seed, fine_tune_images) as (_, result):
         return result
 
 
 @contextlib.contextmanager
-def trained_child(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int
-                  ) -> Iterator[tuple[WideDeepChild | None, TrialResult]]:
+def trained_child(config: Config, task: TaskRef, module_handles: Mapping[str, str], seed: int,
+                  fine_tune_images: bool = False) -> Iterator[tuple[WideDeepChild | None, TrialResult]]:
     """`evaluate`, keeping the trained child for the `with` block (an export saves it there).
 
     Yields (child, result); the child is None unless the trial COMPLETED with at least one tower.
@@ -54,7 +56,7 @@ def trained_child(config: Config, task: TaskRef, module_handles: Mapping[str, st
             if config.deep_enabled:
                 if config.module not in module_handles:
                     raise ModuleError(f"no handle for module {config.module!r}; known: {', '.join(module_handles)}")
-                module = module_features(task, module_handles[config.module])
+                module = module_features(task, module_handles[config.module], fine_tune_images)
             wide = wide_features(task, *config.wide_setting()) if config.wide_enabled else None
             child = WideDeepChild(config, features, module, wide, seed)
             result = _train_and_score(child, features.labels, start)

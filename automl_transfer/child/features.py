@@ -23,7 +23,8 @@ modules: frozen features are `module(texts)`; fine-tuning calls the module on ba
 
 Image tasks (see child/image_features.py): the wide tower's bags are binned low-resolution pixels
 and the deep tower's frozen features are the image module's feature vectors, computed once per
-(task, module) and cached on disk beside the task's decoded images.
+(task, module) and cached on disk beside the task's decoded images. Fine-tuning an image module
+(only with `fine_tune_images`) calls it on batches of the task's images at its input size.
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ class ModuleFeatures:
     table_tokens: tuple[str, ...] | None = None  # the token of each restricted row (for export)
     bags: dict[str, Bags] | None = None  # split -> ids into `table`, repeats kept
     tunable: bool = True  # False: fine_tune trains the frozen path (image modules, see docs)
+    pixels: dict[str, np.ndarray] | None = None  # a tunable image module: split -> its input images
 
     @property
     def restricted(self) -> bool:
@@ -215,13 +217,20 @@ def has_token_table(module: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def module_features(task: TaskRef, handle: str) -> ModuleFeatures:
-    """Load a module and compute its frozen features (and restricted table) for a task, once."""
+def module_features(task: TaskRef, handle: str, fine_tune_images: bool = False) -> ModuleFeatures:
+    """Load a module and compute its frozen features (and restricted table) for a task, once.
+
+    An image module is tunable only with `fine_tune_images` (then its input images come along):
+    fine-tuning a CNN costs hours per trial on a CPU (docs/modules.md).
+    """
     module = load_module(handle)
     loaded = load_task(task.name, data_dir=task.data_dir, seed=task.split_seed)
     if loaded.modality == "image":
-        return ModuleFeatures(module=module, frozen=image_features.frozen_features(loaded, module, handle),
-                              tunable=False)
+        frozen = image_features.frozen_features(loaded, module, handle)
+        if not fine_tune_images:
+            return ModuleFeatures(module=module, frozen=frozen, tunable=False)
+        return ModuleFeatures(module=module, frozen=frozen,
+                              pixels=image_features.module_pixels(loaded, module, handle))
     feats = task_features(task)
     if not has_token_table(module):
         frozen = {name: _call_in_chunks(module, feats.texts[name]) for name in SPLITS}

@@ -8,12 +8,13 @@ wide tower's sparse lookup as is. docs/modules.md measures whether it helps.
 
 Deep tower: `module(images / 255)` at the module's input size, EXTRACT_CHUNK images per call,
 computed once per (task, module) with a progress line and cached on disk in
-<task cache>/features/, keyed on the module directory's saved_model.pb (path, mtime, size).
+<task cache>/features/, keyed on the module's fingerprint (fingerprints.py: its manifest, which
+a rebuild rewrites).
+A fine-tuned module (--fine_tune_images) instead reads the resized images themselves.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ import tensorflow as tf
 import yaml
 
 from automl_transfer import images
+from automl_transfer.fingerprints import module_fingerprint
 from automl_transfer.modules import registry
 from automl_transfer.tasks import Task
 
@@ -63,23 +65,25 @@ def input_size(module: Any, handle: str) -> int:
     return DEFAULT_INPUT_SIZE
 
 
+def module_pixels(task: Task, module: Any, handle: str) -> dict[str, np.ndarray]:
+    """split -> uint8 [n, size, size, 3] at the module's input size (resized once, memory-mapped):
+    what the module sees, for its feature pass and for fine-tuning."""
+    size = input_size(module, handle)
+    return {split: images.resized(data.images, task.cache_dir, split, size)
+            for split, data in (("train", task.train), ("valid", task.valid), ("test", task.test))}
+
+
 def frozen_features(task: Task, module: Any, handle: str) -> dict[str, np.ndarray]:
     """split -> float32 [n, dim] features of a module, from the disk cache or computed once."""
-    marker = Path(handle) / "saved_model.pb"
-    stamp = [handle] + ([marker.stat().st_mtime_ns, marker.stat().st_size] if marker.is_file() else [])
-    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:12]
+    key = hashlib.sha256(module_fingerprint(handle).encode()).hexdigest()[:12]
     path = task.cache_dir / "features" / f"{Path(handle).name}-{key}.npz"
     try:
         with np.load(path) as cached:
             return {split: cached[split] for split in _SPLITS}
     except (OSError, KeyError, ValueError):
         pass
-    size = input_size(module, handle)
-    splits = {"train": task.train, "valid": task.valid, "test": task.test}
-    out = {}
-    for split, data in splits.items():
-        pixels = images.resized(data.images, task.cache_dir, split, size)
-        out[split] = _extract(module, pixels, f"{task.name}/{Path(handle).name} {split}")
+    out = {split: _extract(module, pixels, f"{task.name}/{Path(handle).name} {split}")
+           for split, pixels in module_pixels(task, module, handle).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
     np.savez(tmp, **out)

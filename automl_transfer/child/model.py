@@ -1,7 +1,7 @@
 """The wide-and-deep child: raw tf.Variables, a whole training run in one graph, batched evaluation.
 
-Deep tower: module features (frozen, a fine-tuned restricted table, or a fine-tuned generic
-module) -> hidden layers (dense, normalisation, activation, dropout) -> logits; Proximal Adagrad
+Deep tower: module features (frozen, a fine-tuned restricted table, or a fine-tuned generic text
+or image module) -> hidden layers (dense, normalisation, activation, dropout) -> logits; Proximal Adagrad
 with the config's L2. Wide tower: bag of task-vocabulary terms -> logits (a sparse lookup of a
 [vocabulary, classes] table, each row times the term's weight when the features are weighted);
 Proximal Adagrad with the config's L1. The logits add.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,7 @@ from automl_transfer.search_space import Config
 
 BATCH_SIZE = 100
 EVAL_CHUNK = 1000  # documents scored at once
+IMAGE_EVAL_CHUNK = 100  # images through a fine-tuned CNN at once (its activations are large)
 # Up to this many steps, Grappler's graph optimisation of the child's graph costs more than it
 # saves (measured: ~0.1 s per trial saved, the run of a short trial slowed by far less).
 GRAPPLER_MIN_STEPS = 301
@@ -90,9 +91,39 @@ def _gather_bags(values: tf.Tensor, row_splits: tf.Tensor, docs: tf.Tensor) -> t
     return batch_values, splits
 
 
+class _ImageRows:
+    """Images of one or more splits, read from their memory maps a batch at a time: a task's
+    images at a CNN's input size (CIFAR-10 at 224 px: 6.7 GB) never become one tensor."""
+
+    def __init__(self, *parts: np.ndarray):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.starts[-1]),) + parts[0].shape[1:]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows),) + self.shape[1:], np.uint8)
+        for p in np.unique(part):
+            where = part == p
+            out[where] = self.parts[p][rows[where] - self.starts[p]]
+        return out
+
+    def gather(self, docs: tf.Tensor) -> tf.Tensor:
+        """float32 [len(docs), h, w, 3] in [0, 1], as the module takes them."""
+        batch = tf.numpy_function(lambda rows: self.take(rows.astype(np.int64)), [docs], tf.uint8,
+                                  stateful=False)
+        batch.set_shape((None,) + self.shape[1:])
+        return tf.cast(batch, tf.float32) / 255.0
+
+
 def _gather(full: dict[str, tf.Tensor], docs: tf.Tensor) -> dict[str, tf.Tensor]:
     """The inputs of documents `docs` out of a whole set's inputs (see `inputs_for`)."""
     out = {key: tf.gather(full[key], docs) for key in ("dense", "texts") if key in full}
+    if "images" in full:
+        out["images"] = full["images"].gather(docs)
     if "ids" in full:
         out["ids"], out["id_splits"] = _gather_bags(full["ids"], full["id_splits"], docs)
     if "wide" in full:
@@ -106,11 +137,18 @@ def _concat(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict
     """Two sets' inputs as one: documents of `first`, then those of `second`."""
     out = {}
     for key, value in first.items():
-        if key.endswith("splits"):
+        if key == "images":
+            out[key] = _ImageRows(*value.parts, *second[key].parts)
+        elif key.endswith("splits"):
             out[key] = np.concatenate([value, second[key][1:] + value[-1]])
         else:
             out[key] = np.concatenate([value, second[key]])
     return out
+
+
+def _tensors(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Eager tensors of a set's inputs; images stay on disk, read a batch at a time."""
+    return {key: value if key == "images" else tf.constant(value) for key, value in inputs.items()}
 
 
 class _DropRetracingWarning(logging.Filter):
@@ -178,18 +216,20 @@ class WideDeepChild:
         # Eager tensors, captured by reference: a graph constant would copy the data per trace.
         # Valid and test are one "eval" set, scored in the same graph right after training.
         self._num_valid = len(task.labels["valid"])
-        self._train_inputs = {k: tf.constant(v) for k, v in self.inputs_for("train").items()}
-        self._eval_inputs = {k: tf.constant(v) for k, v in _concat(
-            self.inputs_for("valid"), self.inputs_for("test")).items()}
+        self._train_inputs = _tensors(self.inputs_for("train"))
+        self._eval_inputs = _tensors(_concat(self.inputs_for("valid"), self.inputs_for("test")))
+        self._eval_chunk = IMAGE_EVAL_CHUNK if "images" in self._eval_inputs else EVAL_CHUNK
         self._train_labels = tf.constant(task.labels["train"])
         # One trace per child (autograph off: the loops are explicit tf.while_loops).
         self._run_fn = tf.function(self._run, autograph=False)
 
-    def inputs_for(self, split: str) -> dict[str, np.ndarray]:
+    def inputs_for(self, split: str) -> dict[str, Any]:
         """The whole split's inputs; keys depend on the configuration (read by `_gather`)."""
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, Any] = {}
         if self.tune_table:
             out.update(ids=self.module.bags[split].values, id_splits=self.module.bags[split].row_splits)
+        elif self.tune_module and self.module.pixels is not None:
+            out["images"] = _ImageRows(self.module.pixels[split])
         elif self.tune_module:
             out["texts"] = np.array(self.task.texts[split], dtype=object)
         elif self.deep:
@@ -207,7 +247,7 @@ class WideDeepChild:
             if self.tune_table:
                 h = _bag_lookup(self.table, inputs["ids"], inputs["id_splits"], mean=True)
             elif self.tune_module:
-                h = self.module.module(inputs["texts"])
+                h = self.module.module(inputs["images"] if "images" in inputs else inputs["texts"])
             else:
                 h = inputs["dense"]
             activation = _ACTIVATIONS[self.config.activation]
@@ -265,12 +305,12 @@ class WideDeepChild:
             return steps, loss, self._eval_logits()
 
     def _eval_logits(self) -> tf.Tensor:
-        """Logits of the eval set, EVAL_CHUNK documents at a time (bounded memory on big tasks)."""
-        n = self._num_valid + len(self.task.labels["test"])
-        num_chunks = -(-n // EVAL_CHUNK)
+        """Logits of the eval set, a chunk of documents at a time (bounded memory on big tasks)."""
+        n, size = self._num_valid + len(self.task.labels["test"]), self._eval_chunk
+        num_chunks = -(-n // size)
 
         def chunk(i: tf.Tensor, out: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
-            docs = tf.range(i * EVAL_CHUNK, tf.minimum((i + 1) * EVAL_CHUNK, n))
+            docs = tf.range(i * size, tf.minimum((i + 1) * size, n))
             return i + 1, out.write(i, self._logits(_gather(self._eval_inputs, docs), training=False))
 
         _, out = tf.while_loop(lambda i, _: i < num_chunks, chunk,
@@ -296,7 +336,9 @@ class WideDeepChild:
 
     def logits(self, split: str) -> np.ndarray:
         """Inference logits of a whole split, eagerly (an export checks its SavedModel with them)."""
-        inputs = {key: tf.constant(value) for key, value in self.inputs_for(split).items()}
+        inputs = _tensors(self.inputs_for(split))
+        if "images" in inputs:
+            inputs["images"] = inputs["images"].gather(tf.range(len(self.task.labels[split])))
         return self._logits(inputs, training=False).numpy()
 
     def _optimizers(self) -> list[ProximalAdagrad]:

@@ -73,10 +73,11 @@ def load_registry(profile: str = DEFAULT_PROFILE,
     return specs
 
 
-def trains_when_fine_tuned(module: str) -> bool:
-    """False for a registered image module: its fine_tune decision trains the frozen path
-    (docs/method.md), and logs and reports say so rather than "fine-tuned"."""
-    return all(((entries or {}).get(module) or {}).get("modality") != "image"
+def trains_when_fine_tuned(module: str, fine_tune_images: bool = False) -> bool:
+    """False for a registered image module of a run without --fine_tune_images: its fine_tune
+    decision trains the frozen path (docs/method.md), and logs and reports say so rather than
+    "fine-tuned"."""
+    return fine_tune_images or all(((entries or {}).get(module) or {}).get("modality") != "image"
                for entries in _profiles().values())
 
 

@@ -95,5 +95,6 @@ def best_configs(best: Sequence[tuple[str, Run, Trial]]) -> str:
         body.append([task, method_label(run.method), run.label, str(trial.trial_id),
                      f"{100 * trial.result.valid_accuracy:.1f}",
                      f"{100 * trial.result.test_accuracy:.1f}",
-                     trial.config.describe(trains_when_fine_tuned(trial.config.module))])
+                     trial.config.describe(trains_when_fine_tuned(
+                         trial.config.module, bool(run.settings.get("fine_tune_images"))))])
     return table(["task", "method", "run", "trial", "valid %", "test %", "configuration"], body)
