@@ -18,7 +18,8 @@ document's in-vocabulary terms (what scikit-learn's TfidfVectorizer computes).
 Modules with `token_ids` and `embeddings` (ours): the module's rows for every distinct token of
 the task's texts (all splits) that the module knows form a small "restricted" table; a document's
 deep feature is the mean of its known tokens' rows (repeats counted), exactly what the module
-computes. Fine-tuning trains a copy of this restricted table, sparsely. Other (generic TF-Hub)
+computes (stored as each document's distinct rows weighted by their counts). Fine-tuning trains
+a copy of this restricted table, sparsely. Other (generic TF-Hub)
 modules: frozen features are `module(texts)`; fine-tuning calls the module on batch strings.
 
 Image tasks (see child/image_features.py): the wide tower's bags are binned low-resolution pixels
@@ -240,20 +241,32 @@ def module_features(task: TaskRef, handle: str, fine_tune_images: bool = False) 
     known = rows >= 0
     table = tf.gather(module.embeddings, rows[known]).numpy().astype(np.float32)
     restricted_id = dict(zip((t for t, k in zip(distinct, known) if k), range(int(known.sum()))))
-    bags = {name: Bags.from_lists([[restricted_id[t] for t in doc if t in restricted_id]
-                                   for doc in feats.tokens[name]]) for name in SPLITS}
+    bags = {name: _counted_bags([[restricted_id[t] for t in doc if t in restricted_id]
+                                 for doc in feats.tokens[name]]) for name in SPLITS}
     frozen = {name: mean_rows(table, bags[name]) for name in SPLITS}
     return ModuleFeatures(module=module, frozen=frozen, table=table, bags=bags,
                           table_tokens=tuple(restricted_id))
 
 
+def _counted_bags(lists: list[list[int]]) -> Bags:
+    """Each document's distinct ids (ascending), weighted by how often each occurs: the same mean
+    as the ids with repeats, from fewer rows (a long document repeats its words 2-3 times over:
+    brown 2.9x, newsgroups20 2.0x, imdb 1.7x), so a fine-tuned table trains that much faster."""
+    counted = [sorted(collections.Counter(ids).items()) for ids in lists]
+    return Bags(values=_flat([[i for i, _ in doc] for doc in counted], np.int64),
+                row_splits=_row_splits(counted),
+                weights=_flat([[c for _, c in doc] for doc in counted], np.float32))
+
+
 def mean_rows(table: np.ndarray, bags: Bags) -> np.ndarray:
-    """Mean of each document's rows (zeros for a document with none), as the module computes it."""
+    """Weighted mean of each document's rows (zeros for a document with none), as the module
+    computes it."""
     num_docs = len(bags.row_splits) - 1
-    segment = np.repeat(np.arange(num_docs), np.diff(bags.row_splits))
-    sums = tf.math.unsorted_segment_sum(tf.gather(table, bags.values), segment, num_docs)
-    counts = tf.cast(np.diff(bags.row_splits)[:, None], tf.float32)
-    return tf.math.divide_no_nan(sums, counts).numpy()
+    weights = np.ones(len(bags.values), np.float32) if bags.weights is None else bags.weights
+    segment = bags.documents()
+    sums = tf.math.unsorted_segment_sum(tf.gather(table, bags.values) * weights[:, None], segment, num_docs)
+    totals = np.bincount(segment, weights=weights, minlength=num_docs).astype(np.float32)[:, None]
+    return tf.math.divide_no_nan(sums, totals).numpy()
 
 
 def _call_in_chunks(module: Any, texts: tuple[str, ...]) -> np.ndarray:

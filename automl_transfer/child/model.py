@@ -65,8 +65,8 @@ def _grappler(enabled: bool) -> Iterator[None]:
 
 def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, mean: bool,
                 weights: tf.Tensor | None = None) -> tf.Tensor:
-    """Sum (or mean) of each document's rows, each times its weight if given; the table's
-    gradient is sparse (IndexedSlices).
+    """Sum (or mean) of each document's rows, each times its weight if given (a weighted mean
+    divides by the weights' sum); the table's gradient is sparse (IndexedSlices).
 
     Raw ragged kernels, not tf.ragged helpers: those build dozens of small ops per call, and
     tracing them dominated the setup of short trials.
@@ -80,8 +80,11 @@ def _bag_lookup(table: tf.Variable, values: tf.Tensor, row_splits: tf.Tensor, me
     sums = tf.math.unsorted_segment_sum(rows, segments, num_docs)
     if not mean:
         return sums
-    counts = tf.cast(row_splits[1:] - row_splits[:-1], tf.float32)[:, None]
-    return tf.math.divide_no_nan(sums, counts)
+    if weights is None:
+        totals = tf.cast(row_splits[1:] - row_splits[:-1], tf.float32)
+    else:
+        totals = tf.math.unsorted_segment_sum(weights, segments, num_docs)
+    return tf.math.divide_no_nan(sums, totals[:, None])
 
 
 def _gather_bags(values: tf.Tensor, row_splits: tf.Tensor, docs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -126,6 +129,8 @@ def _gather(full: dict[str, tf.Tensor], docs: tf.Tensor) -> dict[str, tf.Tensor]
         out["images"] = full["images"].gather(docs)
     if "ids" in full:
         out["ids"], out["id_splits"] = _gather_bags(full["ids"], full["id_splits"], docs)
+    if "id_weights" in full:
+        out["id_weights"], _ = _gather_bags(full["id_weights"], full["id_splits"], docs)
     if "wide" in full:
         out["wide"], out["wide_splits"] = _gather_bags(full["wide"], full["wide_splits"], docs)
     if "wide_weights" in full:
@@ -227,7 +232,10 @@ class WideDeepChild:
         """The whole split's inputs; keys depend on the configuration (read by `_gather`)."""
         out: dict[str, Any] = {}
         if self.tune_table:
-            out.update(ids=self.module.bags[split].values, id_splits=self.module.bags[split].row_splits)
+            bags = self.module.bags[split]
+            out.update(ids=bags.values, id_splits=bags.row_splits)
+            if bags.weights is not None:
+                out["id_weights"] = bags.weights
         elif self.tune_module and self.module.pixels is not None:
             out["images"] = _ImageRows(self.module.pixels[split])
         elif self.tune_module:
@@ -245,7 +253,8 @@ class WideDeepChild:
         parts = []
         if self.deep:
             if self.tune_table:
-                h = _bag_lookup(self.table, inputs["ids"], inputs["id_splits"], mean=True)
+                h = _bag_lookup(self.table, inputs["ids"], inputs["id_splits"], mean=True,
+                                weights=inputs.get("id_weights"))
             elif self.tune_module:
                 h = self.module.module(inputs["images"] if "images" in inputs else inputs["texts"])
             else:
