@@ -183,3 +183,14 @@ def test_selectable_decision_and_unknown_decision(experiment, tmp_path):
 def test_missing_directory_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         write_report(tmp_path / "nope")
+
+
+def test_a_seed_still_running_does_not_cut_the_learning_curves_of_the_others():
+    """A protocol directory with one seed finished (4 trials) and one still running (2): the
+    curve keeps all 4 trials, averaging the seeds that reached each one."""
+    from automl_transfer.report.figures import _seeds_label, mean_band
+    mean, band = mean_band([np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.3, 0.4])],
+                           [np.full(4, 0.05), np.full(2, 0.07)])
+    np.testing.assert_allclose(mean, [0.2, 0.3, 0.3, 0.4])
+    np.testing.assert_allclose(band, [0.1, 0.1, 0.05, 0.05])  # s.e.m. of 2 seeds, then seed 1's own
+    assert _seeds_label([4, 2]) == "2 seeds to trial 2, then 1" and _seeds_label([4, 4]) == "2 seeds"

@@ -38,12 +38,26 @@ def _save(figure: Figure, path: Path) -> Path:
 
 def mean_band(series: Sequence[np.ndarray], sems: Sequence[np.ndarray]
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds (cut to the shortest) and its s.e.m.; one seed: its own s.e.m."""
-    length = min(len(s) for s in series)
-    stacked = np.stack([np.asarray(s[:length]) for s in series])
-    if len(series) == 1:
-        return stacked[0], np.asarray(sems[0][:length])
-    return stacked.mean(0), stacked.std(0, ddof=1) / math.sqrt(len(series))
+    """At each trial, the mean over the seeds that reached it and its s.e.m. (one seed: its
+    own s.e.m.), to the longest seed: a seed still running neither cuts the others' curves
+    short nor is padded (the legend says how many seeds each point averages)."""
+    length = max(len(s) for s in series)
+    mean, band = np.empty(length), np.empty(length)
+    for i in range(length):
+        present = [k for k, s in enumerate(series) if len(s) > i]
+        values = np.array([series[k][i] for k in present], dtype=float)
+        mean[i] = values.mean()
+        band[i] = sems[present[0]][i] if len(present) == 1 else values.std(ddof=1) / math.sqrt(len(present))
+    return mean, band
+
+
+def _seeds_label(lengths: Sequence[int]) -> str:
+    """'2 seeds', or '2 seeds to trial 25, then 1' when a seed is still running."""
+    counts = f"{len(lengths)} seed{'s' if len(lengths) > 1 else ''}"
+    if len(set(lengths)) == 1:
+        return counts
+    return counts + "".join(f" to trial {n}, then {sum(m > n for m in lengths)}"
+                            for n in sorted(set(lengths))[:-1])
 
 
 def learning_curves(curves: Mapping[str, Mapping[str, Sequence[TopNCurve]]], split: str,
@@ -61,8 +75,8 @@ def learning_curves(curves: Mapping[str, Mapping[str, Sequence[TopNCurve]]], spl
             mean, sem = mean_band([getattr(c, split) for c in seeds],
                                   [getattr(c, f"{split}_sem") for c in seeds])
             x = np.arange(1, len(mean) + 1)
-            line, = ax.plot(x, mean, label=f"{method_label(method)} ({len(seeds)} seed"
-                                              f"{'s' if len(seeds) > 1 else ''})")
+            lengths = [len(getattr(c, split)) for c in seeds]
+            line, = ax.plot(x, mean, label=f"{method_label(method)} ({_seeds_label(lengths)})")
             ax.fill_between(x, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
         ax.set_title(task)
         ax.set_xlabel("trials")
