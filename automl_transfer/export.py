@@ -114,6 +114,10 @@ def export_model(experiment_dir: str | Path, export_dir: str | Path, task: str |
     from automl_transfer.tasks import load_task
     sources = settings[SOURCES_KEY]
     ref = TaskRef(sources["tasks"][task], sources.get("data_dir"))
+    loaded = load_task(ref.name, ref.data_dir)
+    if loaded.modality != "text":
+        raise UserError(f"{experiment_dir}: task {task!r} is an {loaded.modality} task; export "
+                        f"writes text classifiers (raw strings in) only")
     handles = sources["module_handles"]
     retrained = []
     for rank, candidate in enumerate(candidates):
@@ -125,7 +129,7 @@ def export_model(experiment_dir: str | Path, export_dir: str | Path, task: str |
             f"valid {candidate.search_valid_accuracy:.4f}, re-trained mean "
             f"{retrained[-1].mean_valid_accuracy:.4f} over {retrain_seeds} seeds")
     chosen = max(retrained, key=lambda c: c.mean_valid_accuracy)  # first (best searched) on ties
-    class_names = load_task(ref.name, ref.data_dir).label_names
+    class_names = loaded.label_names
     with trained_child(chosen.config, ref, handles, chosen.seeds[0]) as (child, result):
         if child is None:
             raise UserError(f"the chosen configuration did not train ({result.status.value}: "

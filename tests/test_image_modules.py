@@ -12,6 +12,7 @@ from automl_transfer import tasks
 from automl_transfer.child import image_features
 from automl_transfer.child.evaluate import TaskRef, evaluate, trained_child
 from automl_transfer.errors import ModuleError, UserError
+from automl_transfer.export import export_model
 from automl_transfer.modules import image_build, image_convert, registry
 from automl_transfer.modules.loading import load_module
 from automl_transfer.search import SearchOptions, run_search, summary
@@ -167,7 +168,7 @@ def test_fine_tune_images_trains_the_cnn_on_the_photos_and_gives_its_weights_bac
     assert untouched.valid_accuracy == evaluate(_config(fine_tune=False), task, {"tiny": handle}, 0).valid_accuracy
 
 
-def test_a_run_resumes_only_with_the_fine_tune_images_it_started_with(tiny_module, shared_data_dir, tmp_path):
+def test_an_image_run_resumes_only_with_its_fine_tune_images_and_is_not_exported(tiny_module, shared_data_dir, tmp_path):
     handle, _ = tiny_module
     folder = write_photo_folder(shared_data_dir, tmp_path / "photos", per_class=10)
     options = SearchOptions(mode="random", tasks=[str(folder)], trials=1, seed=0,
@@ -178,3 +179,6 @@ def test_a_run_resumes_only_with_the_fine_tune_images_it_started_with(tiny_modul
     assert trial.result.status == Status.COMPLETED
     with pytest.raises(UserError, match="fine_tune_images"):
         run_search(SearchOptions(**{**vars(options), "trials": 2, "fine_tune_images": True}))
+    with pytest.raises(UserError, match="is an image task; export writes text classifiers"):
+        export_model(tmp_path / "run", tmp_path / "model")  # refused before any re-training
+    assert not (tmp_path / "model").exists()
