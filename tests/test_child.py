@@ -179,10 +179,11 @@ def test_generic_module_frozen_and_fine_tuned(task, handles, generic_handle):
 
 
 def test_bag_helpers_match_numpy():
-    from automl_transfer.child.features import Bags, _counted_bags, mean_rows
+    from automl_transfer.child.features import Bags, mean_rows
     from automl_transfer.child.model import _bag_lookup, _gather_bags
 
-    bags = Bags.from_lists([[0, 2, 2], [], [1], [3, 0]])  # an empty document and a repeat
+    # ids with repeats kept, unweighted: [[0, 2, 2], [], [1], [3, 0]] (an empty document, a repeat)
+    bags = Bags(values=np.array([0, 2, 2, 1, 3, 0]), row_splits=np.array([0, 3, 3, 4, 6]))
     table = np.arange(12, dtype=np.float32).reshape(4, 3)
     docs = tf.constant([3, 1, 3, 0], tf.int32)
     values, splits = _gather_bags(tf.constant(bags.values), tf.constant(bags.row_splits), docs)
@@ -193,7 +194,7 @@ def test_bag_helpers_match_numpy():
                                            tf.constant(bags.row_splits), mean=True), mean_rows(table, bags))
     sums = _bag_lookup(tf.constant(table), values, splits, mean=False).numpy()
     np.testing.assert_allclose(sums, [table[e].sum(axis=0) for e in expected])
-    counted = _counted_bags([[0, 2, 2], [], [1], [3, 0]])  # distinct ids weighted by their counts
+    counted = Bags.counted([[0, 2, 2], [], [1], [3, 0]])  # distinct ids weighted by their counts
     np.testing.assert_array_equal(counted.values, [0, 2, 1, 0, 3])
     np.testing.assert_array_equal(counted.weights, [1, 2, 1, 1, 1])
     np.testing.assert_allclose(mean_rows(table, counted), mean_rows(table, bags), rtol=1e-6)

@@ -68,8 +68,15 @@ class Bags:
     weights: np.ndarray | None = None  # float32, one per value; None: every value weighs 1
 
     @classmethod
-    def from_lists(cls, lists: list[list[int]]) -> "Bags":
-        return cls(values=_flat(lists, np.int64), row_splits=_row_splits(lists))
+    def counted(cls, lists: list[list[int]]) -> "Bags":
+        """Each document's distinct ids (ascending), weighted by how often each occurs. For the
+        restricted table: the same mean as the ids with repeats, from fewer rows (long documents
+        repeat their words: brown 2.9x, newsgroups20 2.0x, imdb 1.7x), so a fine-tuned table trains
+        that much faster (docs/performance.md)."""
+        counted = [sorted(collections.Counter(ids).items()) for ids in lists]
+        return cls(values=_flat([[i for i, _ in doc] for doc in counted], np.int64),
+                   row_splits=_row_splits(counted),
+                   weights=_flat([[c for _, c in doc] for doc in counted], np.float32))
 
     def documents(self) -> np.ndarray:
         """The document of every value."""
@@ -108,7 +115,7 @@ class ModuleFeatures:
     frozen: dict[str, np.ndarray]  # split -> [documents, dim] float32
     table: np.ndarray | None = None  # restricted rows (None for a generic module)
     table_tokens: tuple[str, ...] | None = None  # the token of each restricted row (for export)
-    bags: dict[str, Bags] | None = None  # split -> ids into `table`, repeats kept
+    bags: dict[str, Bags] | None = None  # split -> distinct ids into `table`, weighted by count
     tunable: bool = True  # False: fine_tune trains the frozen path (image modules, see docs)
     pixels: dict[str, np.ndarray] | None = None  # a tunable image module: split -> its input images
 
@@ -173,11 +180,7 @@ def _ranked_terms(task: TaskRef, ngrams: int) -> _RankedTerms:
     index = {term: i for i, (term, _) in enumerate(ranked)}
     bags = {}
     for name, split in docs.items():
-        counted = [sorted(collections.Counter(index[t] for t in doc if t in index).items())
-                   for doc in split]
-        bags[name] = Bags(values=_flat([[i for i, _ in doc] for doc in counted], np.int64),
-                          row_splits=_row_splits(counted),
-                          weights=_flat([[c for _, c in doc] for doc in counted], np.float32))
+        bags[name] = Bags.counted([[index[t] for t in doc if t in index] for doc in split])
     return _RankedTerms(vocab=tuple(term for term, _ in ranked),
                         document_frequency=np.array([n for _, n in ranked], np.float32),
                         bags=bags)
@@ -241,21 +244,11 @@ def module_features(task: TaskRef, handle: str, fine_tune_images: bool = False) 
     known = rows >= 0
     table = tf.gather(module.embeddings, rows[known]).numpy().astype(np.float32)
     restricted_id = dict(zip((t for t, k in zip(distinct, known) if k), range(int(known.sum()))))
-    bags = {name: _counted_bags([[restricted_id[t] for t in doc if t in restricted_id]
+    bags = {name: Bags.counted([[restricted_id[t] for t in doc if t in restricted_id]
                                  for doc in feats.tokens[name]]) for name in SPLITS}
     frozen = {name: mean_rows(table, bags[name]) for name in SPLITS}
     return ModuleFeatures(module=module, frozen=frozen, table=table, bags=bags,
                           table_tokens=tuple(restricted_id))
-
-
-def _counted_bags(lists: list[list[int]]) -> Bags:
-    """Each document's distinct ids (ascending), weighted by how often each occurs: the same mean
-    as the ids with repeats, from fewer rows (a long document repeats its words 2-3 times over:
-    brown 2.9x, newsgroups20 2.0x, imdb 1.7x), so a fine-tuned table trains that much faster."""
-    counted = [sorted(collections.Counter(ids).items()) for ids in lists]
-    return Bags(values=_flat([[i for i, _ in doc] for doc in counted], np.int64),
-                row_splits=_row_splits(counted),
-                weights=_flat([[c for _, c in doc] for doc in counted], np.float32))
 
 
 def mean_rows(table: np.ndarray, bags: Bags) -> np.ndarray:
