@@ -123,7 +123,8 @@ flags.DEFINE_integer("max_in_flight", None, "Trials evaluated at once. Default: 
                      "about 1.5x faster on 2 cores), 1 for the other modes (a searcher that learns "
                      "from results then gives the same trials for the same seed). 1 runs trials "
                      "in this process; more uses that many workers (--executor), capped at the "
-                     "CPUs available.", lower_bound=1)
+                     "CPUs available. --mode=protocol passes it to each of its runs (with "
+                     "parallel_runs > 1, 1 keeps runs from competing for the CPUs).", lower_bound=1)
 flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own log (hidden by default: on a CPU "
                      "machine it starts with CUDA and oneDNN notices that are not errors).")
 flags.DEFINE_enum("executor", "process", ["process", "ray"], "Where trials run when "
@@ -150,7 +151,8 @@ def _protocol() -> int:
     passed = [f"--{name}={value}" for name, value in (
         ("data_dir", FLAGS.data_dir), ("cache_dir", FLAGS.cache_dir), ("modules", FLAGS.modules),
         ("preset", FLAGS.preset), ("learning_rate", FLAGS.learning_rate), ("space", FLAGS.space),
-        ("entropy_weight", FLAGS.entropy_weight)) if value is not None]
+        ("entropy_weight", FLAGS.entropy_weight), ("max_in_flight", FLAGS.max_in_flight))
+        if value is not None]
     passed += [f"--module_handles={','.join(FLAGS.module_handles)}"] if FLAGS.module_handles else []
     passed += ["--fine_tune_images"] if FLAGS.fine_tune_images else []
     failures = run_protocol(config, FLAGS.experiment_dir, passed,

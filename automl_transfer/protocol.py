@@ -4,7 +4,8 @@ over several seeds. The search space is run_experiment.py's --space, passed to e
 
 Every run is an ordinary `run_experiment.py` run in its own folder, so rerunning the protocol
 resumes each run where it stopped. Layout under the protocol's directory:
-    pretrain/seed<k>/               multitask controller over the pre-training tasks
+    pretrain/seed<k>/               multitask controller over the pre-training tasks (with
+                                    `pretrain_once`, only the first seed's, used by every seed)
     <method>/<task>/seed<k>/        random | tpe | single | transfer on each transfer task
 Runs that do not depend on each other go `parallel_runs` at a time (separate processes).
 """
@@ -37,6 +38,9 @@ class ProtocolConfig:
     seeds: tuple[int, ...]
     methods: tuple[str, ...] = PAPER_METHODS
     parallel_runs: int = 1
+    # One pre-training (the first seed) serves every seed's transfer, as one shipped controller
+    # serves every user: the seeds then measure the transfer's noise, not the pre-training's.
+    pretrain_once: bool = False
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ProtocolConfig":
@@ -60,6 +64,8 @@ class ProtocolConfig:
     def validate(self, source: str | Path = "protocol config") -> None:
         if not self.pretrain_tasks or not self.transfer_tasks or not self.seeds:
             raise UserError(f"{source}: pretrain_tasks, transfer_tasks and seeds must be non-empty")
+        if not isinstance(self.pretrain_once, bool):
+            raise UserError(f"{source}: pretrain_once is true or false, not {self.pretrain_once!r}")
         if min(self.pretrain_trials, self.transfer_trials, self.parallel_runs) < 1:
             raise UserError(f"{source}: trial budgets and parallel_runs must be positive")
         bad = sorted(set(self.methods) - set(METHODS))
@@ -91,10 +97,13 @@ def plan(config: ProtocolConfig, root: Path) -> list[PlannedRun]:
     """Every run of the protocol, pre-training first."""
     runs = []
     for seed in config.seeds:
-        pretrain = root / "pretrain" / f"seed{seed}"
-        runs.append(PlannedRun(pretrain, ("--mode=multitask",
-                                          f"--tasks={','.join(config.pretrain_tasks)}",
-                                          f"--trials={config.pretrain_trials}", f"--seed={seed}")))
+        pretrain_seed = config.seeds[0] if config.pretrain_once else seed
+        pretrain = root / "pretrain" / f"seed{pretrain_seed}"
+        if pretrain_seed == seed:
+            runs.append(PlannedRun(pretrain, ("--mode=multitask",
+                                              f"--tasks={','.join(config.pretrain_tasks)}",
+                                              f"--trials={config.pretrain_trials}",
+                                              f"--seed={seed}")))
         for method in config.methods:
             for task in config.transfer_tasks:
                 flags = [f"--mode={method}", f"--tasks={task}",

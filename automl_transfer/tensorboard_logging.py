@@ -109,6 +109,7 @@ class TensorBoardLogger(Callback):
         stored = store.trials()
         for trial in stored:
             self._history.setdefault(trial.task, {})[trial.trial_id] = trial
+        self._logged = len(stored)  # a resumed run's images continue the step, not restart it
         # Rewritten by every run: a resumed run's config (and an older, empty one) is replaced.
         tasks = dict.fromkeys([*schedule_tasks(schedule), *(trial.task for trial in stored)])
         searchers = dict.fromkeys([searcher.name, *(trial.searcher for trial in stored)])

@@ -13,7 +13,8 @@ def test_fit_trials_export_predict(workdir, tmp_path):
     texts = list(task.train.texts + task.valid.texts + task.test.texts)
     labels = [task.label_names[i] for split in (task.train, task.valid, task.test) for i in split.labels]
     search = TextClassifierSearch(tmp_path / "run", trials=3, mode="random", seed=SEED,
-                                  module_handles=[f"glove={workdir / 'glove2k'}"])
+                                  module_handles=[f"glove={workdir / 'glove2k'}"],
+                                  max_in_flight=1)
     search.fit(texts, labels, name="spam")
 
     trials = search.trials

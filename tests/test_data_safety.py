@@ -368,6 +368,7 @@ def test_cli_task_names_and_empty_report(shared_data_dir, tmp_path):
 
 def test_cli_broken_module_huge_budget_stops_early_and_all_failed_is_not_exit_0(cli_dir, tmp_path):
     common = [f"--tasks={cli_dir / 'sms_spam.csv'}", "--mode=random", "--seed=3",
+              "--max_in_flight=1",
               f"--module_handles=glove={cli_dir / 'not_a_module'}"]
     # 10^8 trials: starts at once (lazy schedule) and stops after 3 identical failures.
     stopped = _cli(*common, "--trials=100000000", f"--experiment_dir={tmp_path / 'huge'}")
@@ -386,7 +387,7 @@ def test_cli_broken_module_huge_budget_stops_early_and_all_failed_is_not_exit_0(
 def test_cli_resume_keeps_budget_and_refuses_changed_data(cli_dir, tmp_path):
     data = tmp_path / "sms_spam.csv"
     data.write_bytes((cli_dir / "sms_spam.csv").read_bytes())
-    common = [f"--tasks={data}", "--mode=random", "--seed=3",
+    common = [f"--tasks={data}", "--mode=random", "--seed=3", "--max_in_flight=1",
               f"--module_handles=glove={cli_dir / 'glove2k'}", f"--experiment_dir={tmp_path / 'e'}",
               "--notensorboard"]
     first = _cli(*common, "--trials=2")

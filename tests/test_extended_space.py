@@ -159,7 +159,8 @@ def test_cli_runs_in_the_extended_space(workdir, mode, make_searcher):
     seed = _cheap_seed(make_searcher)
     experiment = workdir / f"exp_{mode}"
     common = [f"--tasks={workdir / 'subj.csv'}", f"--trials={TRIALS}", f"--seed={seed}",
-              f"--module_handles=glove={workdir / 'glove2k'}", "--tensorboard=false"]
+              f"--module_handles=glove={workdir / 'glove2k'}", "--tensorboard=false",
+              "--max_in_flight=1"]
     done = _cli(f"--mode={mode}", "--space=extended", f"--experiment_dir={experiment}", *common)
     assert done.returncode == 0, done.stderr
     assert "space=extended" in done.stdout and "subj: 3 trials" in done.stdout

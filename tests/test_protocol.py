@@ -50,7 +50,7 @@ def _cli(*flags: str) -> subprocess.CompletedProcess:
 def _protocol(workdir: Path) -> subprocess.CompletedProcess:
     return _cli("--mode=protocol", f"--protocol_config={workdir / 'protocol.yaml'}",
                 f"--experiment_dir={workdir / 'exp'}",
-                f"--module_handles=glove={workdir / 'glove1k'}")
+                f"--module_handles=glove={workdir / 'glove1k'}", "--max_in_flight=1")
 
 
 def _trials(run_dir: Path) -> list[tuple]:
@@ -104,6 +104,22 @@ def test_protocol_plan_lays_out_runs_and_orders_pretraining_first(tmp_path):
     assert f"--controller_dir={tmp_path / 'pretrain' / 'seed1' / 'controller'}" in transfer.flags
 
 
+def test_pretrain_once_runs_one_pretraining_that_every_seeds_transfer_uses(tmp_path):
+    config = ProtocolConfig(pretrain_tasks=("a", "b"), transfer_tasks=("c",), pretrain_trials=3,
+                            transfer_trials=4, seeds=(5, 1), methods=("random", "transfer"),
+                            pretrain_once=True)
+    runs = plan(config, tmp_path)
+    pretraining = [r for r in runs if r.directory.parent.name == "pretrain"]
+    assert [r.directory.name for r in pretraining] == ["seed5"]
+    assert "--seed=5" in pretraining[0].flags
+    transfers = [r for r in runs if r.directory.parent.parent.name == "transfer"]
+    assert [r.directory.name for r in transfers] == ["seed5", "seed1"]
+    for run in transfers:
+        assert run.after == tmp_path / "pretrain" / "seed5"
+        assert f"--controller_dir={tmp_path / 'pretrain' / 'seed5' / 'controller'}" in run.flags
+    assert "--seed=1" in transfers[1].flags
+
+
 @pytest.mark.parametrize("text, message", [
     ("pretrain_tasks: [a]\ntransfer_tasks: [a]\npretrain_trials: 1\ntransfer_trials: 1\nseeds: [0]",
      "both pre-training and transfer tasks"),
@@ -113,6 +129,8 @@ def test_protocol_plan_lays_out_runs_and_orders_pretraining_first(tmp_path):
      "seeds: [0]\nbudget: 3", "unknown settings ['budget']"),
     ("pretrain_tasks: [a]\ntransfer_tasks: [b]\npretrain_trials: 0\ntransfer_trials: 1\nseeds: [0]",
      "must be positive"),
+    ("pretrain_tasks: [a]\ntransfer_tasks: [b]\npretrain_trials: 1\ntransfer_trials: 1\n"
+     "seeds: [0]\npretrain_once: maybe", "pretrain_once is true or false"),
     ("- just a list", "a mapping of settings"),
 ])
 def test_bad_protocol_configs_are_refused_with_the_reason(tmp_path, text, message):

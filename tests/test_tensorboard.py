@@ -102,6 +102,10 @@ def test_similarity_image_from_the_saved_controller(tmp_path):
     events = run(tmp_path, searcher, ["airline", "sst"])
     assert [step for step, _ in events["controller", "task_embedding_similarity"]] == [2]
     assert {run_name for run_name, _ in events} >= {"tasks/airline", "tasks/sst"}
+    # resumed in a new process: its image is at the run's trial count, not the process's
+    events = run(tmp_path, ControllerSearcher(SPACE, seed=0, tasks=["airline", "sst"]),
+                 ["airline", "sst"] * 2)
+    assert [step for step, _ in events["controller", "task_embedding_similarity"]] == [2, 4]
 
 
 @pytest.fixture
