@@ -138,6 +138,27 @@ def test_full_report_has_table_figures_and_configs(experiment):
     assert "no transfer runs found" not in text
 
 
+def test_a_run_short_of_its_budget_is_left_out_of_table_1_and_named(experiment, tmp_path):
+    """An RS seed still running (5 of 40 trials) would lower the target; Table 1 leaves it out
+    and says so, whether or not the complete runs record their budget."""
+    root, runs, _ = experiment
+    complete = write_report(root).read_text()
+    partial = tmp_path / "exp"
+    for method in ("random", "transfer"):
+        for seed in (0, 1):
+            write_store(partial / method / "airline" / f"seed{seed}", runs[method, "airline", seed],
+                        {"mode": method, "tasks": ["airline"], "seed": seed,
+                         "trials_per_task": BUDGETS[method]})
+    write_store(partial / "random" / "airline" / "seed2", runs["random", "airline", 0][:5],
+                {"mode": "random", "tasks": ["airline"], "seed": 2, "trials_per_task": 40})
+    text = write_report(partial).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| airline |"))
+    target = next(line for line in complete.splitlines() if line.startswith("| airline |"))
+    assert row.split("|")[3] == target.split("|")[3]  # RS valid top-10 of seeds 0 and 1 only
+    assert "Table 1 leaves out the runs short of their budget" in text
+    assert "random/airline/seed2 (airline: 5/40)" in text
+
+
 def test_task_embeddings_are_read_from_the_saved_controller(experiment, tmp_path):
     root, _, embeddings = experiment
     names, matrix = load_task_embeddings(root / "transfer" / "airline" / "seed0" / "controller")

@@ -16,7 +16,7 @@ from automl_transfer.errors import UserError
 from automl_transfer.report import figures, markdown
 from automl_transfer.report.loading import (Run, load_runs, load_task_embeddings, method_label,
                                             method_order)
-from automl_transfer.report.tables import COMPARED_METHODS, RANDOM, table1_row
+from automl_transfer.report.tables import COMPARED_METHODS, RANDOM, TABLE_METHODS, table1_row
 from automl_transfer.search_space import Config
 from automl_transfer.trial import Status, Trial
 
@@ -27,12 +27,19 @@ REPORT_NAME = "report.md"
 Groups = dict[str, dict[str, list[list[Trial]]]]
 
 
-def _group(runs: list[Run]) -> Groups:
+def _group(runs: list[Run], short_of_budget: list[str] | None = None) -> Groups:
+    """Finished trials by task and method. With `short_of_budget`, a run with fewer finished
+    trials on a task than its budget (`trials_per_task`; a run still going) is left out and named
+    there: Table 1's target is RS at its full budget, and a partial run would lower it."""
     groups: Groups = {}
     for run in runs:
+        budget = run.settings.get("trials_per_task")
         for task in run.tasks:
             finished = run.finished(task)
-            if finished:
+            if (short_of_budget is not None and run.method in TABLE_METHODS and budget
+                    and len(finished) < budget):
+                short_of_budget.append(f"{run.label} ({task}: {len(finished)}/{budget})")
+            elif finished:
                 groups.setdefault(task, {}).setdefault(run.method, []).append(finished)
     return groups
 
@@ -41,7 +48,12 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "run"
 
 
-def _table1_section(groups: Groups, top_n: int, notes: list[str]) -> list[str]:
+def _table1_section(runs: list[Run], top_n: int, notes: list[str]) -> list[str]:
+    short_of_budget: list[str] = []
+    groups = _group(runs, short_of_budget)
+    if short_of_budget:
+        notes.append("Table 1 leaves out the runs short of their budget (still running or "
+                     f"stopped): {', '.join(short_of_budget)}.")
     methods = sorted({m for by_method in groups.values() for m in by_method})
     tasks = [t for t, by in sorted(groups.items())
              if by.get(RANDOM) and any(by.get(m) for m in COMPARED_METHODS)]
@@ -168,7 +180,7 @@ def write_report(experiment_dir: str | Path, *, top_n: int = metrics.DEFAULT_TOP
         lines += [markdown.runs(runs), ""]
     else:
         lines += [markdown.runs(runs), ""]
-        lines += _table1_section(groups, top_n, notes)
+        lines += _table1_section(runs, top_n, notes)
         lines += _curves_section(root, groups, top_n)
         lines += _embeddings_section(root, runs, notes)
         lines += _options_section(root, groups, decision, window)
