@@ -21,6 +21,11 @@ from automl_transfer.protocol import ProtocolConfig, plan
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRETRAIN = ["sms_spam", "subj"]
 HELD_OUT = "customer_reviews"
+# The seed fixes every run's configurations (the searchers' first trials hardly depend on the
+# rewards). Seed 3 drew three children of 1e6 samples (10,000 steps, 220 of the test's 310 s);
+# seed 6 draws at most 1,000 steps in any run (found by driving the five searchers with
+# constant rewards over seeds 0-12; the runs' stores show the same configurations).
+SEED = 6
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def workdir(tmp_path_factory, shared_data_dir) -> Path:
     export_text_module(str(root / "glove1k"), vocab, np.load(glove / "vectors.npy")[:1000])
     config = {"pretrain_tasks": [str(root / f"{t}.csv") for t in PRETRAIN],
               "transfer_tasks": [str(root / f"{HELD_OUT}.csv")], "pretrain_trials": 2,
-              "transfer_trials": 2, "seeds": [3], "parallel_runs": 2,
+              "transfer_trials": 2, "seeds": [SEED], "parallel_runs": 2,
               "methods": ["random", "tpe", "single", "transfer"]}
     (root / "protocol.yaml").write_text(yaml.safe_dump(config))
     return root
@@ -66,15 +71,16 @@ def test_protocol_runs_every_mode_then_reports(workdir):
     result = _protocol(workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     exp = workdir / "exp"
-    pretrain = _trials(exp / "pretrain" / "seed3")
+    pretrain = _trials(exp / "pretrain" / f"seed{SEED}")
     assert len(pretrain) == 4 and {row[2] for row in pretrain} == {"multitask"}
     assert sorted({row[1] for row in pretrain}) == PRETRAIN
     for method in ("random", "tpe", "single", "transfer"):
-        rows = _trials(exp / method / HELD_OUT / "seed3")
+        rows = _trials(exp / method / HELD_OUT / f"seed{SEED}")
         assert [(r[0], r[1], r[2]) for r in rows] == [(0, HELD_OUT, method), (1, HELD_OUT, method)]
         assert all(r[3] in ("completed", "diverged", "failed") for r in rows)
     # The transferred controller knows the pre-training tasks plus the new one.
-    saved = (exp / "transfer" / HELD_OUT / "seed3" / "controller" / "controller.json").read_text()
+    transfer = exp / "transfer" / HELD_OUT / f"seed{SEED}"
+    saved = (transfer / "controller" / "controller.json").read_text()
     assert all(f'"{t}"' in saved for t in PRETRAIN + [HELD_OUT])
     report = (exp / "report.md").read_text()
     assert "## Table 1" in report and f"| {HELD_OUT} |" in report
