@@ -149,7 +149,8 @@ def run_protocol(config: ProtocolConfig, root: str | Path, common_flags: Sequenc
                 pending.remove(run)
             for run in ready[: config.parallel_runs - len(active)]:
                 pending.remove(run)
-                log(f"start {run.directory.relative_to(root)}")
+                name = run.directory.relative_to(root)
+                log(f"start {name} (its progress: {name}/run.log)")
                 active.add(pool.submit(launch, run))
             if not active:
                 break
@@ -159,7 +160,8 @@ def run_protocol(config: ProtocolConfig, root: str | Path, common_flags: Sequenc
                 run, code = future.result()
                 done[run.directory] = code == 0
                 status = "done" if code == 0 else f"FAILED (exit {code}, see {run.directory}/run.log)"
-                log(f"{status}: {run.directory.relative_to(root)}")
+                log(f"{status}: {run.directory.relative_to(root)} "
+                    f"({len(done)} of {len(runs)} runs ended)")
                 if code != 0:
                     failures.append(f"{run.directory}: exit {code}, see its run.log")
     return failures

@@ -70,6 +70,9 @@ def _trials(run_dir: Path) -> list[tuple]:
 def test_protocol_runs_every_mode_then_reports(workdir):
     result = _protocol(workdir)
     assert result.returncode == 0, result.stderr[-2000:]
+    pretrain_dir = f"pretrain/seed{SEED}"
+    assert f"start {pretrain_dir} (its progress: {pretrain_dir}/run.log)" in result.stderr
+    assert "(5 of 5 runs ended)" in result.stderr
     exp = workdir / "exp"
     pretrain = _trials(exp / "pretrain" / f"seed{SEED}")
     assert len(pretrain) == 4 and {row[2] for row in pretrain} == {"multitask"}
