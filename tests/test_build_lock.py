@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from cli_helpers import HANG_GUARD_S
 
 from automl_transfer.modules import build
 
@@ -43,7 +44,7 @@ def test_two_processes_building_at_once_build_each_module_once(shared_data_dir, 
                     break
             assert "waiting for another process" in outputs[i], outputs[i]
     for i, builder in enumerate(builders):
-        rest, _ = builder.communicate(timeout=300)
+        rest, _ = builder.communicate(timeout=HANG_GUARD_S)
         outputs[i] += rest
         assert builder.returncode == 0, outputs[i]
     assert sum("en-glove-50: building (pretrained)" in out for out in outputs) == 1, outputs

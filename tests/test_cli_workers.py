@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from cli_helpers import TASKS, TRIALS, descendants, rows, wait_until_gone
+from cli_helpers import HANG_GUARD_S, TASKS, TRIALS, descendants, rows, wait_until_gone
 from cli_helpers import command as cli_command
 from cli_helpers import env as cli_env
 
@@ -124,7 +124,7 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(workdir, tmp_path):
     (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     env = {**cli_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{cli_env()['PYTHONPATH']}"}
     result = subprocess.run(cli_command(workdir, tmp_path / "exp", "--executor=ray"),
-                            capture_output=True, text=True, env=env, timeout=300)
+                            capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: the Ray executor needs Ray: pip install -e \".[ray]\"")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import HANG_GUARD_S
 from conftest import write_glove2k, write_task_sample
 
 from automl_transfer import tasks
@@ -301,7 +302,7 @@ def _env() -> dict:
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO_ROOT / "run_experiment.py"), *args],
-                          capture_output=True, text=True, env=_env(), timeout=300, cwd=cwd)
+                          capture_output=True, text=True, env=_env(), timeout=HANG_GUARD_S, cwd=cwd)
 
 
 def _one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:

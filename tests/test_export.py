@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, cli, command
+from cli_helpers import HANG_GUARD_S, REPO_ROOT, cli, command
 
 from automl_transfer.tasks import load_task
 
@@ -78,7 +78,7 @@ def test_fresh_process_loads_the_model_and_reproduces_test_accuracy(exported, wo
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps(list(task.test.texts)))
     result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(exported), str(texts)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=tmp_path,
                             env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_helpers import HANG_GUARD_S
 from conftest import write_glove2k, write_task_sample
 
 from automl_transfer.child.evaluate import TaskRef, evaluate
@@ -151,7 +152,7 @@ def _cheap_seed(make_searcher) -> int:
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, str(REPO_ROOT / "run_experiment.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
 
 
 @pytest.mark.parametrize("mode, make_searcher", [("random", RandomSearcher), ("tpe", TPESearcher)])

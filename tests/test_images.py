@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import HANG_GUARD_S
 
 from automl_transfer import images, tasks
 from automl_transfer.errors import DataError
@@ -169,7 +170,7 @@ def test_bad_image_inputs_exit_2_with_one_line_from_the_cli(shared_data_dir, tmp
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "run_experiment.py"), "--mode=random", f"--tasks={path}",
              "--trials=1", f"--experiment_dir={tmp_path / 'exp'}"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=HANG_GUARD_S,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
