@@ -3,8 +3,8 @@ for a new task (a fresh task embedding, as a transfer starts) against an untrain
 
 For each saved controller directory, samples --samples configurations for a new text task and
 prints the mean entropy of the policy along them (nats, summed over the decisions), the same for
-an untrained controller of the same space, their ratio, and the most likely option's probability
-per decision. A ratio near 100% means the transfer starts from an almost uniform policy.
+an untrained controller of the same space, their ratio, and the most likely option and its
+probability per decision. A ratio near 100% means the transfer starts from an almost uniform policy.
 
     python benchmarks/policy_entropy.py CONTROLLER_DIR [CONTROLLER_DIR ...] [--samples 200]
 """
@@ -52,8 +52,9 @@ def main() -> int:
         print(f"{directory}: new-task entropy {entropy:.2f} nats, untrained {uniform:.2f} "
               f"({100 * entropy / uniform:.0f}%)")
         for decision, row in zip(trained.space.decisions, probabilities):
-            print(f"  {decision.name:20s} most likely option {max(row):.2f} "
-                  f"(uniform {1 / len(decision.options):.2f})")
+            best = int(np.argmax(row))
+            print(f"  {decision.name:20s} most likely option {decision.options[best]!s:>16} "
+                  f"{row[best]:.2f} (uniform {1 / len(decision.options):.2f})")
     return 0
 
 
