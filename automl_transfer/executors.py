@@ -164,7 +164,10 @@ class ProcessExecutor(_FuturesExecutor):
         return not self._suspects and self._alone is None and super().can_submit()
 
     def submit(self, trial: Trial, fn: TrialFn) -> None:
-        super().submit(trial, fn)
+        try:
+            super().submit(trial, fn)
+        except futures.BrokenExecutor:  # a worker died since the last wait: this trial never
+            self._suspects.append(trial)  # started; it runs on the rebuilt pool, one at a time
         self._fns[trial.trial_id] = fn
 
     def wait(self) -> list[Trial]:
@@ -182,10 +185,17 @@ class ProcessExecutor(_FuturesExecutor):
         return finished
 
     def _before_waiting(self) -> None:
-        if self._suspects and self._alone is None:
+        """Start the next suspect alone, once every future of a broken pool has been collected."""
+        if self._suspects and self._alone is None and not self._running:
             self._alone = self._suspects.pop(0)
-            self._running[self._pool.submit(self._fns[self._alone.trial_id],
-                                            self._alone)] = self._alone
+            fn = self._fns[self._alone.trial_id]
+            try:
+                future = self._pool.submit(fn, self._alone)
+            except futures.BrokenExecutor:  # it broke between trials: nothing of it to collect
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool(self.max_in_flight)
+                future = self._pool.submit(fn, self._alone)
+            self._running[future] = self._alone
 
     def _recover(self, lost: list[Trial]) -> list[Trial]:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,36 @@ def test_a_trial_whose_worker_always_dies_fails_with_the_reason_and_the_run_goes
     assert trials[1].result.status == Status.FAILED
     assert trials[1].result.error.startswith("worker process died during the trial")
     assert [t for t in trials if t.trial_id != 1] == [t for t in sequential if t.trial_id != 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreAndSayWho:
+    """Scores like `_score` and writes the worker's pid to `pid_file`."""
+
+    pid_file: str
+
+    def __call__(self, trial: Trial) -> TrialResult:
+        Path(self.pid_file).write_text(str(os.getpid()))
+        return _score(trial)
+
+
+def test_a_trial_submitted_after_a_worker_died_between_trials_runs(tmp_path):
+    """The race CI can hit: a worker dies after `wait` returned and before the next `submit`."""
+    space = SearchSpace(MODULES)
+    first, second = (RandomSearcher(space, 0).suggest(i, "t1", ["en-a"]) for i in (0, 1))
+    pid_file = tmp_path / "worker.pid"
+    with ProcessExecutor(1) as executor:
+        executor.submit(first, ScoreAndSayWho(str(pid_file)))
+        assert executor.wait() == [first.with_result(_score(first))]
+        worker = int(pid_file.read_text())
+        os.kill(worker, signal.SIGKILL)
+        for _ in range(6000):  # the pool marks itself broken before it reaps the dead worker
+            if not Path(f"/proc/{worker}").exists():
+                break
+            time.sleep(0.1)
+        executor.submit(second, ScoreAndSayWho(str(pid_file)))
+        assert executor.wait() == [second.with_result(_score(second))]
+        assert int(pid_file.read_text()) != worker
 
 
 def test_progress_reports_each_trial_and_best_per_task(tmp_path):
