@@ -31,7 +31,8 @@ def _search(experiment_dir: Path, searcher: ControllerSearcher, tasks: list[str]
                    {task: SPACE.modules for task in tasks},
                    lambda trial: finish(trial, targets[trial.task], 0.02).result,
                    settings={"mode": searcher.name, "tasks": tasks, "seed": searcher.seed,
-                             "profile": "offline", "trials_per_task": trials},
+                             "profile": "offline", "trials_per_task": trials,
+                             "searcher": searcher.settings()},
                    checkpoint_every=1000)  # one controller save, at the end
 
 
@@ -81,6 +82,27 @@ def test_transfer_chain_keeps_every_task_embedding(multitask, tmp_path):
     np.testing.assert_array_equal(rows[:2], pretrained_rows)  # learned in pre-training
     np.testing.assert_array_equal(rows[2], first_rows[2])  # learned in the first transfer
     assert not np.allclose(first_rows[2], rows[3])  # d has a row of its own
+
+
+def test_a_continued_controller_counts_both_stages_once(multitask, tmp_path):
+    """Pre-training continued by a transfer on the same tasks (how the shipped controller grows),
+    packaged into the folder it started from, twice: the card adds the first stage's trials once."""
+    package_main([f"--experiment_dir={multitask}", "--name=tiny", f"--root={tmp_path}"])
+    continued = tmp_path / "continued"
+    _search(continued, ControllerSearcher.from_saved(tmp_path / "tiny", ["a", "b"], seed=1),
+            ["a", "b"], trials=3)
+    for _ in range(2):
+        assert package_main([f"--experiment_dir={continued}", "--name=tiny",
+                             f"--root={tmp_path}"]) == 0
+        card = json.loads((tmp_path / "tiny" / "card.json").read_text())
+        assert card["trials_seen"] == {"a": 9, "b": 9} and card["trials_seen_total"] == 18
+        first, second = card["stages"]
+        assert first["trials_seen"] == {"a": 6, "b": 6} and second["trials_seen_total"] == 6
+        assert first["experiment_dir"] == str(multitask) and second["trials_scheduled"] == 6
+        assert card["rebuild_command"] == f"{first['rebuild_command']} && {second['rebuild_command']}"
+        assert "--mode=transfer --controller_dir=automl_transfer/pretrained/tiny" in card["rebuild_command"]
+    tasks, rows = _embeddings(tmp_path / "tiny")
+    assert tasks == ["a", "b"] and not np.allclose(rows, _embeddings(multitask / "controller")[1])
 
 
 def test_a_controller_of_more_modalities_keeps_its_space_on_a_narrower_task(multitask):

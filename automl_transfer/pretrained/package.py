@@ -5,7 +5,9 @@ its optimizer slots) and its card.json.
 It only reads E, and reads a consistent snapshot while a run is still writing there: the
 controller folder is copied first, then the store through SQLite's backup API, so the store holds
 at least the trials the controller learned from (its checkpoint says how many: `trials_seen`).
-The card counts those trials per task.
+The card counts those trials per task. A transfer run that continued a packaged controller
+(`--controller_dir` of a folder with a card) adds the trials that controller had seen: its card
+lists both stages, and its rebuild command runs them in turn.
 """
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def package(experiment_dir: str | Path, name: str | None = None, root: Path = ROOT) -> Path:
-    """Write `<root>/<name>/` (replaced) from a multitask run in `experiment_dir`; returns it."""
+    """Write `<root>/<name>/` (replaced) from a multitask or transfer run in `experiment_dir`;
+    returns it."""
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     if not (experiment_dir / STORE_FILE).is_file() or not (experiment_dir / CONTROLLER).is_dir():
         raise UserError(f"{experiment_dir}: not a controller run ({STORE_FILE} and {CONTROLLER}/ "
@@ -90,41 +93,86 @@ def package(experiment_dir: str | Path, name: str | None = None, root: Path = RO
     return target
 
 
+def _rebuild_step(settings: dict[str, Any], name: str, experiment_dir: str,
+                  controller_dir: str | None) -> str:
+    searcher = settings.get("searcher", {})
+    source = f"--controller_dir={controller_dir} " if controller_dir else ""
+    return (f"python run_experiment.py --mode={settings.get('mode')} {source}"
+            f"--tasks={','.join(settings.get('tasks', []))} "
+            f"--trials={settings.get('trials_per_task')} --seed={settings.get('seed')} "
+            f"--modules={settings.get('profile')} --preset={searcher.get('preset')} "
+            f"--experiment_dir={experiment_dir} && python -m automl_transfer.pretrained.package "
+            f"--experiment_dir={experiment_dir} --name={name}")
+
+
+def _earlier_stages(settings: dict[str, Any], experiment_dir: Path) -> list[dict[str, Any]]:
+    """The stages of the packaged controller a transfer run started from (none if it had no
+    card). A stage of this very run is left out: packaging it again into the folder it started
+    from must not count its trials twice."""
+    source = settings.get("searcher", {}).get("transferred_from") or {}
+    path = Path(source.get("directory", "")) / CARD_FILE
+    if not source or not path.is_file():
+        return []
+    card = json.loads(path.read_text())
+    stages = card.get("stages") or [_stage(card, card["trials_seen"], card["rebuild_command"])]
+    return [stage for stage in stages if stage["experiment_dir"] != str(experiment_dir)]
+
+
+def _stage(card: dict[str, Any], trials_seen: dict[str, int], rebuild: str) -> dict[str, Any]:
+    """One run of a chain. `trials_scheduled` beside `trials_seen_total` says whether it was
+    packaged before its budget ended (rebuilding it then means stopping after that many)."""
+    budget = card.get("trials_per_task_budget")
+    return {"name": card.get("name"), "created": card.get("created"), "trials_seen": trials_seen,
+            "trials_seen_total": sum(trials_seen.values()),
+            "trials_scheduled": budget * len(trials_seen) if budget else None,
+            "last_trial_id": card.get("last_trial_id"), "trials_per_task_budget": budget,
+            "rebuild_command": rebuild, "experiment_dir": card.get("experiment_dir")}
+
+
 def _card(name: str, settings: dict[str, Any], described: dict[str, Any], seen: Sequence,
           experiment_dir: Path) -> dict[str, Any]:
+    tasks = list(described["tasks"])
     per_task = collections.Counter(trial.task for trial in seen)
-    searcher = settings.get("searcher", {})
-    rebuild = (f"python run_experiment.py --mode={settings.get('mode')} "
-               f"--tasks={','.join(settings.get('tasks', []))} "
-               f"--trials={settings.get('trials_per_task')} --seed={settings.get('seed')} "
-               f"--modules={settings.get('profile')} --preset={searcher.get('preset')} "
-               f"--experiment_dir=EXPERIMENT_DIR && python -m automl_transfer.pretrained.package "
-               f"--experiment_dir=EXPERIMENT_DIR --name={name}")
-    return {
+    stages = _earlier_stages(settings, experiment_dir)
+    # A continued controller is rebuilt by rebuilding its source, then continuing from where
+    # that rebuild packages it.
+    source_dir = f"automl_transfer/pretrained/{stages[-1]['name']}" if stages else None
+    step = _rebuild_step(settings, name, f"EXPERIMENT_DIR_{len(stages) + 1}" if stages
+                         else "EXPERIMENT_DIR", source_dir)
+    card = {
         "name": name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tasks": list(described["tasks"]),
-        "trials_seen": {task: per_task.get(task, 0) for task in described["tasks"]},
-        "trials_seen_total": len(seen),
+        "tasks": tasks,
         "last_trial_id": max((trial.trial_id for trial in seen), default=None),
         "trials_per_task_budget": settings.get("trials_per_task"),
         "space_fingerprint": described["space_fingerprint"],
         "modules": next(d["options"] for d in described["space"] if d["name"] == "module"),
         "module_profile": settings.get("profile"),
         "settings": {key: value for key, value in settings.items() if key != "sources"},
-        "rebuild_command": rebuild,
         "experiment_dir": str(experiment_dir),
     }
+    this_stage = _stage(card, {task: per_task.get(task, 0) for task in tasks}, step)
+    for stage in stages:
+        per_task.update(stage["trials_seen"])
+    card["trials_seen"] = {task: per_task.get(task, 0) for task in tasks}
+    card["trials_seen_total"] = sum(card["trials_seen"].values())
+    card["rebuild_command"] = " && ".join(stage["rebuild_command"] for stage in stages + [this_stage])
+    if stages:
+        card["stages"] = stages + [this_stage]
+    return card
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m automl_transfer.pretrained.package",
-        description="Copy a multitask run's controller into automl_transfer/pretrained/<name>/ "
+        description="Copy a multitask or transfer run's controller into "
+                    "automl_transfer/pretrained/<name>/ "
                     "with a card.json (tasks and trials seen, settings, space fingerprint, "
                     "module profile, rebuild command, date). Reads the run only.")
     parser.add_argument("--experiment_dir", required=True,
-                        help="the multitask run (holds trials.sqlite and controller/)")
+                        help="the multitask or transfer run (holds trials.sqlite and "
+                        "controller/); a transfer run from a packaged controller adds the "
+                        "trials that one saw, as a second stage on the card")
     parser.add_argument("--name", help="folder name (default: <mode><tasks>-<space fingerprint>)")
     parser.add_argument("--root", default=str(ROOT), help="where the folder goes (default: the "
                         "package's pretrained/)")
