@@ -120,6 +120,7 @@ def test_full_report_has_table_figures_and_configs(experiment):
     assert ", ".join(expected[1]) in cells and ", ".join(expected[10]) in cells
     assert cells.index(", ".join(expected[1])) < cells.index(", ".join(expected[10]))
     assert "T-NAML speed-up from trial 10" in text
+    assert "is at most RS's trials to target / 10" in text  # the cap the strict figure implies
 
     figures = sorted(p.name for p in root.glob("*.png"))
     assert figures == sorted([

@@ -76,7 +76,9 @@ def _table1_section(runs: list[Run], top_n: int, notes: list[str]) -> list[str]:
         f"final accuracy-top{top_n}): RS trials to reach it / the method's trials to reach it. "
         f"The columns 'from trial {top_n}' count a target as reached only from the {top_n}th "
         f"trial on, for both searches: before that an accuracy-top{top_n} is a mean over fewer "
-        "trials, and one lucky first trial would look like a huge speed-up. "
+        "trials, and one lucky first trial would look like a huge speed-up. So a speed-up "
+        f"from trial {top_n} is at most RS's trials to target / {top_n} (for a budget of 100 "
+        "trials: at most 10, and 10 only if RS needs all 100). "
         f"Test accuracy-top{top_n} (%) at the fixed budget, the smallest budget common to every "
         "run of the task, ± 2 s.e.m. (across seeds, or across the top-N trials when there is "
         "one seed, as noted).",
