@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -129,6 +129,10 @@ class Callback:
 
     def on_run_end(self, store: TrialStore, searcher: Searcher) -> None:
         """After the last trial of the budget (not called when the run is interrupted)."""
+
+    def close(self) -> None:
+        """Last, however the run ended (budget done, error, Ctrl-C): release files the callback
+        holds, so nothing it wrote is left to finalizers at interpreter exit."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +308,7 @@ def run_experiment(experiment_dir: str | Path, searcher: Searcher, schedule: Seq
     executor = executor or SequentialExecutor()
     check_experiment_dir(experiment_dir, settings, overwrite, fingerprints)
     with exclusive(experiment_dir), open_store(experiment_dir, settings, overwrite,
-                                               fingerprints) as store:
+                                               fingerprints) as store, _closing(callbacks):
         _check_schedule(store, schedule, experiment_dir)
         loop = _Loop(Path(experiment_dir), store, searcher, checkpoint_every, stop_after_failures)
         loop.restore()
@@ -333,6 +337,16 @@ def run_experiment(experiment_dir: str | Path, searcher: Searcher, schedule: Seq
         for callback in callbacks:
             callback.on_run_end(store, searcher)
         return store.trials()
+
+
+@contextlib.contextmanager
+def _closing(callbacks: Sequence[Callback]) -> Iterator[None]:
+    """Close every callback when the run ends, however it ends."""
+    try:
+        yield
+    finally:
+        for callback in callbacks:
+            callback.close()
 
 
 def _commit(loop: "_Loop", trial: Trial, callbacks: Sequence[Callback]) -> None:

@@ -137,8 +137,11 @@ class TensorBoardLogger(Callback):
             self._similarity_image(getattr(searcher, "task_embeddings", None))
 
     def on_run_end(self, store: TrialStore, searcher: Searcher) -> None:
-        """Final similarity image; flush and close every writer."""
+        """Final similarity image."""
         self._similarity_image(getattr(searcher, "task_embeddings", None), at_end=True)
+
+    def close(self) -> None:
+        """Flush and close every writer: an interrupted run's last trials reach the event files."""
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()

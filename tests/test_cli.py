@@ -30,8 +30,8 @@ def test_kill_and_resume_keep_every_finished_trial(workdir, tmp_path):
     resumed = start(command(workdir, exp, trials=UNFINISHABLE), stdout=subprocess.DEVNULL)
     lines = wait_for_trials(resumed, store, len(before) + 1)
     resumed.send_signal(signal.SIGINT)
-    resumed.communicate()
-    assert resumed.returncode == 130
+    _, stderr = resumed.communicate()
+    assert resumed.returncode == 130, stderr  # a crash's stack (faulthandler) shows here
     assert f"resuming: {len(before)}/{budget} trials already finished\n" in lines
     after = rows(store)
     assert after[:len(before)] == before  # same rows, same commit times: not rerun
@@ -123,7 +123,7 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(workdir, tmp_path):
     wait_for_trials(proc, store, 1)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
         f"interrupted: finished trials are saved in {exp}; rerun the same command to resume")

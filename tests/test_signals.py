@@ -36,7 +36,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(workdir, tmp_path):
     wait_for_trials(proc, store, 1)
     proc.terminate()
     _, stderr = proc.communicate()
-    assert proc.returncode == 143
+    assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "terminated: " + RESUME_HINT.format(exp)
     stored = finished_count(store)
@@ -45,10 +45,23 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(workdir, tmp_path):
     resumed = start(command(workdir, exp, trials=UNFINISHABLE), stdout=subprocess.DEVNULL)
     lines = wait_for_trials(resumed, store, stored + 1)
     resumed.terminate()
-    resumed.communicate()
-    assert resumed.returncode == 143
+    _, stderr = resumed.communicate()
+    assert resumed.returncode == 143, stderr
     assert f"resuming: {stored}/{UNFINISHABLE * len(TASKS)} trials already finished\n" in lines
     assert [row[0] for row in rows(store)] == list(range(finished_count(store)))
+
+
+def test_a_crash_in_native_code_prints_where_it_happened(workdir, tmp_path):
+    """A segmentation fault (sent here, as TensorFlow's would arrive) leaves the Python stack on
+    stderr (absl's app.run enables faulthandler), so a crash report, and the stop tests' failure
+    messages, say where it happened, not just 'exit -11'."""
+    exp = tmp_path / "exp"
+    proc = start(command(workdir, exp, trials=UNFINISHABLE), stdout=subprocess.DEVNULL)
+    wait_for_trials(proc, exp / "trials.sqlite", 1)
+    proc.send_signal(signal.SIGSEGV)
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in stderr and "run_experiment.py" in stderr
 
 
 def _wait_until_workers_ignore_sigint(pid: int, workers: int) -> None:

@@ -108,6 +108,21 @@ def test_similarity_image_from_the_saved_controller(tmp_path):
     assert [step for step, _ in events["controller", "task_embedding_similarity"]] == [2, 4]
 
 
+def test_an_interrupted_run_leaves_its_trials_in_the_event_files(tmp_path):
+    def stopped_at_trial_2(trial: Trial) -> TrialResult:
+        if trial.trial_id == 2:
+            raise KeyboardInterrupt
+        return fixed_accuracy(trial)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tmp_path, RandomSearcher(SPACE, seed=0), ["airline"] * 4, ALLOWED,
+                       stopped_at_trial_2, {"mode": "random"},
+                       callbacks=[TensorBoardLogger(tmp_path)])
+    # Read in this process, before any finalizer could flush them: the writers were closed.
+    events = read_events(tmp_path / "tensorboard")
+    assert [step for step, _ in events["tasks/airline", "reward"]] == [1, 2]
+
+
 @pytest.fixture
 def tensorboard_server():
     """Start a real TensorBoard on `logdir` (127.0.0.1, a port it picks); yield its base URL."""
