@@ -118,7 +118,7 @@ def test_an_interrupted_run_leaves_its_trials_in_the_event_files(tmp_path):
         run_experiment(tmp_path, RandomSearcher(SPACE, seed=0), ["airline"] * 4, ALLOWED,
                        stopped_at_trial_2, {"mode": "random"},
                        callbacks=[TensorBoardLogger(tmp_path)])
-    # Read in this process, before any finalizer could flush them: the writers were closed.
+    # Read in this process, before interpreter exit: each trial's events are on disk already.
     events = read_events(tmp_path / "tensorboard")
     assert [step for step, _ in events["tasks/airline", "reward"]] == [1, 2]
 
