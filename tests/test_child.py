@@ -121,6 +121,33 @@ def test_same_seed_same_metrics(task, handles):
     np.testing.assert_array_equal(a.train_and_score(batches)[2], b.train_and_score(batches)[2])
 
 
+@pytest.mark.parametrize("chunk_steps", [1, 7, 20])
+def test_training_in_chunks_gives_the_one_call_result(task, handles, chunk_steps):
+    # A stop signal acts between chunks; chunking must not change what a seed gives.
+    config = make_config(fine_tune=True, num_layers=2, normalization="batch", dropout=0.3)
+    batches = np.random.default_rng(0).integers(len(task_features(task).labels["train"]), size=(20, 100))
+    results = [WideDeepChild(config, task_features(task), module_features(task, handles["glove"]),
+                             wide_features(task, *config.wide_setting()), seed=3
+                             ).train_and_score(batches, chunk_steps=chunk) for chunk in (len(batches), chunk_steps)]
+    (steps, finite, valid, test), (chunked_steps, chunked_finite, chunked_valid, chunked_test) = results
+    assert (steps, finite) == (chunked_steps, chunked_finite) == (20, True)
+    np.testing.assert_array_equal(valid, chunked_valid)
+    np.testing.assert_array_equal(test, chunked_test)
+
+
+def test_a_loss_gone_non_finite_in_an_early_chunk_ends_training_there(task, glove_rows, tmp_path):
+    words, vectors = glove_rows
+    infinite = export_text_module(str(tmp_path / "infinite"), words, np.full_like(vectors, np.inf))
+    config = make_config()
+    child = WideDeepChild(config, task_features(task), module_features(task, infinite),
+                          wide_features(task, *config.wide_setting()), seed=0)
+    batches = np.random.default_rng(0).integers(len(task_features(task).labels["train"]), size=(30, 100))
+    steps, finite, valid, test = child.train_and_score(batches, chunk_steps=5)
+    assert not finite and steps == 1  # the first step's loss is NaN: no later step, no later chunk
+    assert valid.shape == (len(task_features(task).labels["valid"]), task_features(task).num_classes)
+    assert test.shape[0] == len(task_features(task).labels["test"])
+
+
 def test_frozen_features_equal_module_output(task, handles):
     feats = module_features(task, handles["glove"])
     module = load_module(handles["glove"])

@@ -31,7 +31,7 @@ def evaluate(config: Config, task: TaskRef, module_handles: Mapping[str, str], s
     Times: setup_time_s = features (first trial of a task/module/wide setting only) and building
     the child;
     train_time_s = tracing the one graph that trains and then scores valid and test, and running
-    it; eval_time_s = accuracies from the logits.
+    it (in chunks of steps); eval_time_s = accuracies from the logits.
     """
     with trained_child(config, task, module_handles, seed, fine_tune_images) as (_, result):
         return result

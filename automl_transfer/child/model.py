@@ -1,4 +1,4 @@
-"""The wide-and-deep child: raw tf.Variables, a whole training run in one graph, batched evaluation.
+"""The wide-and-deep child: raw tf.Variables, training in one graph called in chunks, batched evaluation.
 
 Deep tower: module features (frozen, a fine-tuned restricted table, or a fine-tuned generic text
 or image module) -> hidden layers (dense, normalisation, activation, dropout) -> logits; Proximal Adagrad
@@ -6,15 +6,18 @@ with the config's L2. Wide tower: bag of task-vocabulary terms -> logits (a spar
 [vocabulary, classes] table, each row times the term's weight when the features are weighted);
 Proximal Adagrad with the config's L1. The logits add.
 
-All N training steps run inside one tf.function (a tf.while_loop over precomputed batch indices),
-so a step costs no Python; the loop stops early once the loss is NaN/inf. Dropout uses stateless
-random ops seeded by (trial seed, step), and weights are initialised from a numpy RNG, so a seed
-fixes the result.
+Training runs inside one tf.function (a tf.while_loop over precomputed batch indices), so a step
+costs no Python; the loop stops early once the loss is NaN/inf. A long child calls it once per
+chunk of steps (about a second each), scoring only in the last call: between calls Python runs,
+so a stop signal takes effect within about a second, not after the whole child. Dropout uses
+stateless random ops seeded by (trial seed, step), and weights are initialised from a numpy RNG,
+so a seed fixes the result, however the steps are chunked.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -25,6 +28,12 @@ from automl_transfer.child.proximal_adagrad import ProximalAdagrad
 from automl_transfer.search_space import Config
 
 BATCH_SIZE = 100
+# Training runs in calls of the training graph of about CALL_SECONDS each (the first of
+# FIRST_CALL_STEPS steps, later ones sized by the rate measured so far): a stop waits about that
+# long, not the rest of a child that can train for minutes, and the few milliseconds a call costs
+# stay near 1% (benchmarks/stop_latency.py). Chunking does not change a seed's result.
+FIRST_CALL_STEPS = 200
+CALL_SECONDS = 1.0
 EVAL_CHUNK = 1000  # documents scored at once
 IMAGE_EVAL_CHUNK = 100  # images through a fine-tuned CNN at once (its activations are large)
 # Up to this many steps, Grappler's graph optimisation of the child's graph costs more than it
@@ -225,8 +234,10 @@ class WideDeepChild:
         self._eval_inputs = _tensors(_concat(self.inputs_for("valid"), self.inputs_for("test")))
         self._eval_chunk = IMAGE_EVAL_CHUNK if "images" in self._eval_inputs else EVAL_CHUNK
         self._train_labels = tf.constant(task.labels["train"])
-        # One trace per child (autograph off: the loops are explicit tf.while_loops).
-        self._run_fn = tf.function(self._run, autograph=False)
+        # One trace per child, whatever the chunk (autograph off: the loops are explicit).
+        self._run_fn = tf.function(self._run, autograph=False, input_signature=[
+            tf.TensorSpec([None, BATCH_SIZE], tf.int32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.bool)])
 
     def inputs_for(self, split: str) -> dict[str, Any]:
         """The whole split's inputs; keys depend on the configuration (read by `_gather`)."""
@@ -288,15 +299,17 @@ class WideDeepChild:
             mean, var = layer["moving_mean"], layer["moving_var"]
         return tf.nn.batch_normalization(h, mean, var, layer["beta"], layer["gamma"], _NORM_EPSILON)
 
-    def _run(self, batches: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Train on every batch (stopping early at a non-finite loss), then score the eval set.
-        Returns (steps run, last loss, eval logits)."""
+    def _run(self, batches: tf.Tensor, first_step: tf.Tensor, score: tf.Tensor
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Train on every batch (stopping early at a non-finite loss), then, if `score`, score the
+        eval set. `first_step`: the trial's step number of batches[0] (it seeds dropout).
+        Returns (steps run, last loss, eval logits or none)."""
         full, num_steps = self._train_inputs, tf.shape(batches)[0]
 
         def train_step(step: tf.Tensor, _: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             docs = batches[step]
             with tf.GradientTape() as tape:
-                logits = self._logits(_gather(full, docs), training=True, step=step)
+                logits = self._logits(_gather(full, docs), training=True, step=first_step + step)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                     labels=tf.gather(self._train_labels, docs), logits=logits))
             grads = tape.gradient(loss, self.deep_vars + self.wide_vars)
@@ -311,7 +324,9 @@ class WideDeepChild:
 
         steps, loss = tf.while_loop(unfinished, train_step, (tf.constant(0), tf.constant(0.0)))
         with tf.control_dependencies([steps, loss]):
-            return steps, loss, self._eval_logits()
+            logits = tf.cond(score, self._eval_logits,
+                             lambda: tf.zeros([0, self.task.num_classes], tf.float32))
+        return steps, loss, logits
 
     def _eval_logits(self) -> tf.Tensor:
         """Logits of the eval set, a chunk of documents at a time (bounded memory on big tasks)."""
@@ -326,22 +341,39 @@ class WideDeepChild:
                                (tf.constant(0), tf.TensorArray(tf.float32, size=num_chunks, infer_shape=False)))
         return out.concat()
 
-    def train_and_score(self, batches: np.ndarray) -> tuple[int, bool, np.ndarray, np.ndarray]:
-        """Train on batches of train-document indices [steps, batch], then score valid and test.
+    def train_and_score(self, batches: np.ndarray, chunk_steps: int | None = None
+                        ) -> tuple[int, bool, np.ndarray, np.ndarray]:
+        """Train on batches of train-document indices [steps, batch], `chunk_steps` per graph
+        call (None: calls of about CALL_SECONDS), then score valid and test.
 
         Returns (steps run, whether loss, weights and logits all stayed finite, valid logits,
         test logits).
         """
+        size = chunk_steps or FIRST_CALL_STEPS
+        steps, start, finite_loss = 0, 0, True
         with _grappler(enabled=len(batches) >= GRAPPLER_MIN_STEPS):
-            steps, loss, logits = self._run_fn(tf.constant(batches, tf.int32))
+            while True:  # after a non-finite loss, one more call on no batches scores the child
+                chunk = batches[start:start + size] if finite_loss else batches[:0]
+                start += len(chunk)
+                score = start >= len(batches) or not finite_loss
+                called = time.perf_counter()
+                ran, loss, logits = self._run_fn(tf.constant(chunk, tf.int32), tf.constant(steps),
+                                                 tf.constant(score))
+                steps += int(ran)
+                finite_loss = finite_loss and bool(np.isfinite(loss.numpy()))
+                if score:
+                    break
+                if not chunk_steps:
+                    seconds = max(time.perf_counter() - called, 1e-3)
+                    size = max(1, int(len(chunk) / seconds * CALL_SECONDS))
         logits = logits.numpy()
         # An infinite accumulator means a squared gradient overflowed: training blew up even if
         # the weights stayed finite (the step size then collapses to zero).
         state = self.deep_vars + self.wide_vars + [
             a for opt in self._optimizers() for a in opt.accumulators.values()]
-        finite = bool(np.isfinite(loss.numpy())) and bool(np.isfinite(logits).all()) and all(
+        finite = finite_loss and bool(np.isfinite(logits).all()) and all(
             bool(tf.reduce_all(tf.math.is_finite(v))) for v in state)
-        return int(steps), finite, logits[:self._num_valid], logits[self._num_valid:]
+        return steps, finite, logits[:self._num_valid], logits[self._num_valid:]
 
     def logits(self, split: str) -> np.ndarray:
         """Inference logits of a whole split, eagerly (an export checks its SavedModel with them)."""
