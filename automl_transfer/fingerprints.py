@@ -1,7 +1,7 @@
 """Fingerprints of what a run's results depend on beyond its settings: each task's data file and
-each module. The store records them at the start of a run; a resume whose task file or module
-changed (same path, other rows, a rebuilt module) is refused instead of mixing two datasets
-under one task.
+each module its trials can use (those of its tasks' modalities). The store records them at the
+start of a run; a resume whose task file or module changed (same path, other rows, a rebuilt
+module) is refused instead of mixing two datasets under one task.
 
 Cheap by design: a task is fingerprinted by the sha256 of its file's bytes (tens of MB hash in
 well under a second; nothing is parsed or tokenised), memoised per process on path, size and

@@ -301,10 +301,12 @@ def run_search(options: SearchOptions, log: Callable[[str], None] = print) -> li
               f"--trials={options.trials} does not shrink it", file=sys.stderr, flush=True)
         settings["trials_per_task"] = recorded_budget
     cli_process.import_tensorflow()  # the module build, the controller and the trials need it
+    used = sorted({m for modules in allowed.values() for m in modules})
     if options.modules == "offline" and not options.module_handles:
-        _ensure_built(sorted({m for modules in allowed.values() for m in modules}), data_dir,
-                      options.cache_dir, log)
-    fingerprints["modules"] = {name: module_fingerprint(handle) for name, handle in handles.items()}
+        _ensure_built(used, data_dir, options.cache_dir, log)
+    # Only the modules the run's trials can use: a text run resumes after an image module of
+    # the profile is built or rebuilt.
+    fingerprints["modules"] = {name: module_fingerprint(handles[name]) for name in used}
 
     searcher = mode.make_searcher(options, space, task_names)
     budget = settings["trials_per_task"]

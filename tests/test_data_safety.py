@@ -10,6 +10,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -404,3 +405,21 @@ def test_cli_resume_keeps_budget_and_refuses_changed_data(cli_dir, tmp_path):
     data.write_text("\n".join(rows[:-1]) + "\n")  # one row fewer, same path
     changed = _cli(*common, "--trials=2")
     assert "the data of task 'sms_spam' changed since this run started" in _one_line_error(changed)
+
+
+def test_a_text_run_resumes_after_an_image_module_is_built_not_after_its_module_changed(cli_dir, tmp_path):
+    glove, image = tmp_path / "glove", tmp_path / "image_module"
+    shutil.copytree(cli_dir / "glove2k", glove)
+    image.mkdir()  # an image module of the profile, not built yet
+    common = [f"--tasks={cli_dir / 'sms_spam.csv'}", "--mode=random", "--seed=3", "--max_in_flight=1",
+              f"--module_handles=glove={glove},mobilenet_v1_025={image}",
+              f"--experiment_dir={tmp_path / 'e'}", "--notensorboard"]
+    first = _cli(*common, "--trials=1")
+    assert first.returncode == 0, first.stderr
+    (image / "manifest.json").write_text('{"built": "meanwhile"}')  # no text trial can use it
+    resumed = _cli(*common, "--trials=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming: 1/2 trials already finished" in resumed.stderr
+    (glove / "manifest.json").write_text('{"built": "again"}')  # the module the trials use
+    changed = _cli(*common, "--trials=3")
+    assert "module 'glove' changed since this run started" in _one_line_error(changed)
