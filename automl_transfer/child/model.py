@@ -30,8 +30,8 @@ from automl_transfer.search_space import Config
 BATCH_SIZE = 100
 # Training runs in calls of the training graph of about CALL_SECONDS each (the first of
 # FIRST_CALL_STEPS steps, later ones sized by the rate measured so far): a stop waits about that
-# long, not the rest of a child that can train for minutes, and the few milliseconds a call costs
-# stay near 1% (benchmarks/stop_latency.py). Chunking does not change a seed's result.
+# long, not the rest of a child that can train for minutes; beside a second, what a call costs
+# was not visible (benchmarks/stop_latency.py). Chunking does not change a seed's result.
 FIRST_CALL_STEPS = 200
 CALL_SECONDS = 1.0
 EVAL_CHUNK = 1000  # documents scored at once
