@@ -148,6 +148,22 @@ def test_a_loss_gone_non_finite_in_an_early_chunk_ends_training_there(task, glov
     assert test.shape[0] == len(task_features(task).labels["test"])
 
 
+@pytest.mark.parametrize("overrides", [dict(fine_tune=True), dict(wide_l1="disable"), dict(deep_l2="disable")])
+def test_a_trial_leaves_no_child_behind_for_the_garbage_collector(task, handles, overrides):
+    """A child and its graph's objects form reference cycles holding its copies of the task's
+    data; left to Python's automatic collection, a big task's process grew trial after trial."""
+    import gc
+
+    gc.collect()
+    gc.disable()  # what evaluate leaves behind must be gone now, not whenever a collection runs
+    try:
+        result = evaluate(make_config(train_samples=2000, **overrides), task, handles, seed=0)
+        assert result.status == Status.COMPLETED, result.error
+        assert not [o for o in gc.get_objects() if isinstance(o, WideDeepChild)]
+    finally:
+        gc.enable()
+
+
 def test_frozen_features_equal_module_output(task, handles):
     feats = module_features(task, handles["glove"])
     module = load_module(handles["glove"])
@@ -229,6 +245,21 @@ def test_bag_helpers_match_numpy():
                                            tf.constant(counted.row_splits), mean=True,
                                            weights=tf.constant(counted.weights)),
                                mean_rows(table, bags), rtol=1e-6)
+
+
+def test_mean_rows_in_groups_of_ids_equals_the_whole_split_exactly():
+    """Grouping documents (to bound the gathered rows' memory) changes no bit of the features."""
+    from automl_transfer.child.features import Bags, mean_rows
+
+    rng = np.random.default_rng(0)
+    lists = [list(rng.integers(0, 40, size=rng.integers(0, 12))) for _ in range(60)]  # some empty
+    bags = Bags.counted(lists)
+    table = rng.normal(size=(40, 7)).astype(np.float32)
+    whole = mean_rows(table, bags, chunk_values=len(bags.values) + 1)
+    for chunk_values in (1, 5, 37):  # 1: every document alone, even those longer than a group
+        np.testing.assert_array_equal(mean_rows(table, bags, chunk_values=chunk_values), whole)
+    expected = [table[ids].mean(axis=0) if ids else np.zeros(7) for ids in lists]
+    np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_swish_is_silu():

@@ -29,10 +29,11 @@ and the deep tower's frozen features are the image module's feature vectors, com
 """
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +46,7 @@ from automl_transfer.text import tokenize
 MAX_WIDE_VOCAB_SIZE = 300_000  # the largest wide vocabulary any search space offers
 SPLITS = ("train", "valid", "test")
 _FROZEN_CHUNK = 2048  # strings per module call when precomputing a generic module's features
+MEAN_CHUNK_VALUES = 1 << 16  # ids per group in `mean_rows`: 80 MB of gathered rows at dim 300
 _CACHE_SIZE = 16
 # Settings of a big task's wide features (bigrams of imdb: ~200 MB each) kept at once.
 _WIDE_CACHE_SIZE = 6
@@ -68,28 +70,24 @@ class Bags:
     weights: np.ndarray | None = None  # float32, one per value; None: every value weighs 1
 
     @classmethod
-    def counted(cls, lists: list[list[int]]) -> "Bags":
+    def counted(cls, lists: Iterable[list[int]]) -> "Bags":
         """Each document's distinct ids (ascending), weighted by how often each occurs. For the
         restricted table: the same mean as the ids with repeats, from fewer rows (long documents
         repeat their words: brown 2.9x, newsgroups20 2.0x, imdb 1.7x), so a fine-tuned table trains
-        that much faster (docs/performance.md)."""
-        counted = [sorted(collections.Counter(ids).items()) for ids in lists]
-        return cls(values=_flat([[i for i, _ in doc] for doc in counted], np.int64),
-                   row_splits=_row_splits(counted),
-                   weights=_flat([[c for _, c in doc] for doc in counted], np.float32))
+        that much faster (docs/performance.md). Documents are read one at a time (pass a
+        generator): a big task's id lists are many Python objects (imdb's bigrams: 15M)."""
+        values, weights, lengths = array.array("q"), array.array("f"), array.array("q", [0])
+        for ids in lists:
+            distinct = sorted(collections.Counter(ids).items())
+            values.extend(i for i, _ in distinct)
+            weights.extend(c for _, c in distinct)
+            lengths.append(len(distinct))
+        return cls(values=np.frombuffer(values, np.int64), row_splits=np.cumsum(np.frombuffer(lengths, np.int64)),
+                   weights=np.frombuffer(weights, np.float32))
 
     def documents(self) -> np.ndarray:
         """The document of every value."""
         return np.repeat(np.arange(len(self.row_splits) - 1), np.diff(self.row_splits))
-
-
-def _row_splits(lists: list[list[Any]]) -> np.ndarray:
-    lengths = np.fromiter((len(x) for x in lists), np.int64, count=len(lists))
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-
-def _flat(lists: list[list[Any]], dtype: type) -> np.ndarray:
-    return np.fromiter((i for x in lists for i in x), dtype, count=sum(len(x) for x in lists))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -99,7 +97,9 @@ class TaskFeatures:
     num_classes: int
     labels: dict[str, np.ndarray]
     texts: dict[str, tuple[str, ...]]
-    tokens: dict[str, list[list[str]]]
+    # Tuples of shared strings: the garbage collector stops scanning a tuple of strings after its
+    # first pass (evaluate collects after every trial; imdb's tokens are 11.7M references).
+    tokens: dict[str, list[tuple[str, ...]]]
     pixel_wide: "WideFeatures | None" = None  # image tasks: binned low-resolution pixels
 
     @property
@@ -157,30 +157,35 @@ def task_features(task: TaskRef) -> TaskFeatures:
         return TaskFeatures(num_classes=loaded.num_classes, labels=labels, texts={}, tokens={},
                             pixel_wide=WideFeatures(vocab=vocab,
                                                     bags={n: Bags(*b) for n, b in bags.items()}))
+    shared: dict[str, str] = {}  # one str object per distinct token: imdb's 11.7M tokens are 122k words
     return TaskFeatures(num_classes=loaded.num_classes, labels=labels,
                         texts={name: split.texts for name, split in splits.items()},
-                        tokens={name: [tokenize(t) for t in split.texts] for name, split in splits.items()})
+                        tokens={name: [tuple(shared.setdefault(tok, tok) for tok in tokenize(t)) for t in split.texts]
+                                for name, split in splits.items()})
 
 
-def terms(tokens: list[str], ngrams: int) -> list[str]:
+def terms(tokens: Sequence[str], ngrams: int) -> list[str]:
     """A document's wide-tower terms: its tokens, then (n-gram range 2) its bigrams."""
     if ngrams == 1:
-        return tokens
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+        return list(tokens)
+    return [*tokens, *(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))]
 
 
 @functools.lru_cache(maxsize=4)
 def _ranked_terms(task: TaskRef, ngrams: int) -> _RankedTerms:
     if ngrams not in (1, 2):
         raise ValueError(f"wide n-gram range must be 1 or 2, got {ngrams}")
-    docs = {name: [terms(doc, ngrams) for doc in split]
-            for name, split in task_features(task).tokens.items()}
-    frequency = collections.Counter(term for doc in docs["train"] for term in set(doc))
+    # A document's terms are made when needed, not kept for the whole task: imdb's bigrams are
+    # 15M strings (docs/performance.md).
+    tokens = task_features(task).tokens
+    frequency: collections.Counter[str] = collections.Counter()
+    for doc in tokens["train"]:
+        frequency.update(set(terms(doc, ngrams)))
     ranked = sorted(frequency.items(), key=lambda item: (-item[1], item[0]))[:MAX_WIDE_VOCAB_SIZE]
+    del frequency
     index = {term: i for i, (term, _) in enumerate(ranked)}
-    bags = {}
-    for name, split in docs.items():
-        bags[name] = Bags.counted([[index[t] for t in doc if t in index] for doc in split])
+    bags = {name: Bags.counted([index[t] for t in terms(doc, ngrams) if t in index] for doc in split)
+            for name, split in tokens.items()}
     return _RankedTerms(vocab=tuple(term for term, _ in ranked),
                         document_frequency=np.array([n for _, n in ranked], np.float32),
                         bags=bags)
@@ -244,22 +249,35 @@ def module_features(task: TaskRef, handle: str, fine_tune_images: bool = False) 
     known = rows >= 0
     table = tf.gather(module.embeddings, rows[known]).numpy().astype(np.float32)
     restricted_id = dict(zip((t for t, k in zip(distinct, known) if k), range(int(known.sum()))))
-    bags = {name: Bags.counted([[restricted_id[t] for t in doc if t in restricted_id]
-                                 for doc in feats.tokens[name]]) for name in SPLITS}
+    bags = {name: Bags.counted([restricted_id[t] for t in doc if t in restricted_id]
+                               for doc in feats.tokens[name]) for name in SPLITS}
     frozen = {name: mean_rows(table, bags[name]) for name in SPLITS}
     return ModuleFeatures(module=module, frozen=frozen, table=table, bags=bags,
                           table_tokens=tuple(restricted_id))
 
 
-def mean_rows(table: np.ndarray, bags: Bags) -> np.ndarray:
+def mean_rows(table: np.ndarray, bags: Bags, chunk_values: int = MEAN_CHUNK_VALUES) -> np.ndarray:
     """Weighted mean of each document's rows (zeros for a document with none), as the module
-    computes it."""
+    computes it. Documents go in groups of about `chunk_values` ids: the gathered rows of a whole
+    split are [ids, dim] floats, which the process keeps once allocated (imdb's train split at
+    dim 300: 3 GB, twice over with the weights; docs/performance.md). A document's sum is the
+    same whatever the grouping."""
     num_docs = len(bags.row_splits) - 1
     weights = np.ones(len(bags.values), np.float32) if bags.weights is None else bags.weights
-    segment = bags.documents()
-    sums = tf.math.unsorted_segment_sum(tf.gather(table, bags.values) * weights[:, None], segment, num_docs)
-    totals = np.bincount(segment, weights=weights, minlength=num_docs).astype(np.float32)[:, None]
-    return tf.math.divide_no_nan(sums, totals).numpy()
+    out = np.zeros((num_docs, table.shape[1]), np.float32)
+    first = 0
+    while first < num_docs:
+        start = bags.row_splits[first]
+        last = int(np.searchsorted(bags.row_splits, start + chunk_values, side="right")) - 1
+        last = min(max(last, first + 1), num_docs)  # a document longer than a chunk goes alone
+        end = bags.row_splits[last]
+        segment = np.repeat(np.arange(last - first), np.diff(bags.row_splits[first:last + 1]))
+        sums = tf.math.unsorted_segment_sum(tf.gather(table, bags.values[start:end]) * weights[start:end, None],
+                                            segment, last - first)
+        totals = np.bincount(segment, weights=weights[start:end], minlength=last - first)
+        out[first:last] = tf.math.divide_no_nan(sums, totals.astype(np.float32)[:, None]).numpy()
+        first = last
+    return out
 
 
 def _call_in_chunks(module: Any, texts: tuple[str, ...]) -> np.ndarray:
