@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="training samples of each trial, at most")
     args = parser.parse_args()
     registry = load_registry()
-    names = ([n for n, spec in registry.items() if spec.modality == "text"] if args.modules == "all"
-             else args.modules.split(","))
+    handles = {n: spec.handle for n, spec in registry.items() if spec.modality == "text"}
+    names = list(handles) if args.modules == "all" else args.modules.split(",")
     ensure_offline_modules(names=names)
     task = features.TaskRef(args.task)
     start = time.perf_counter()
@@ -76,7 +76,6 @@ def main() -> None:
     for name in names:
         features.module_features(task, registry[name].handle)
         report(f"module {name}")
-    handles = {n: spec.handle for n, spec in registry.items() if spec.modality == "text"}
     searcher = RandomSearcher(SearchSpace(list(registry), name=EXTENDED), seed=0)
     for trial_id in range(args.trials):
         trial = searcher.suggest(trial_id, args.task, list(handles))
