@@ -9,8 +9,14 @@ accuracy of the single best trial by validation. Then, per column, on how many t
 full budget the test accuracy-top10 (and the best trial's test accuracy) is at or above
 TF-IDF + LR's test accuracy, compared at the tables' precision of 0.1 points.
 
+How fast, on validation only (the search's reward): --at N... prints each column's validation
+accuracy-top10 after N trials, and --reach NAME the trials each column needs to reach column
+NAME's final validation accuracy-top10 (counted from trial 10, as in Table 1).
+
     python benchmarks/tfidf_table.py --tfidf experiments/tfidf/tfidf_baseline.csv \\
         --column "TPE extended=experiments/table17/tpe/{task}" --trials 100
+    ... --column "T-NAML=experiments/table17/transfer/fold*/transfer/{task}/seed0" \\
+        --at 10 25 50 --reach "TPE extended"
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from automl_transfer.metrics import accuracy_top_n  # noqa: E402
+from automl_transfer.metrics import accuracy_top_n, top_n_curve, trials_to_target  # noqa: E402
 from automl_transfer.store import STORE_FILE, TrialStore  # noqa: E402
 from automl_transfer.trial import Trial  # noqa: E402
 
@@ -69,26 +75,55 @@ def at_or_above(value: float, baseline: float) -> bool:
     return round(value, 1) >= round(baseline, 1)
 
 
+def speed_rows(runs: dict[str, dict[str, list[Trial]]], at: list[int], reach: str | None
+               ) -> list[str]:
+    """Markdown rows: per task with every column at full budget, validation top-10 after each
+    of `at` trials ("a / b / c") and the trials to reach column `reach`'s final value."""
+    rows = []
+    for task, by_column in runs.items():
+        curves = {name: top_n_curve(trials, 10).valid for name, trials in by_column.items()}
+        cells = [" / ".join(f"{100 * curve[n - 1]:.1f}" for n in at) for curve in curves.values()]
+        if reach is not None:
+            target = curves[reach][-1]
+            cells += [str(trials_to_target(curve, target, from_trial=10) or "not reached")
+                      for curve in curves.values()]
+        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tfidf", required=True, help="tfidf_baseline.py's tfidf_baseline.csv")
     parser.add_argument("--column", type=parse_column, action="append", required=True,
                         help="NAME=PATTERN, repeatable (see the module docstring)")
     parser.add_argument("--trials", type=int, default=100, help="the budget compared (default 100)")
+    parser.add_argument("--at", type=int, nargs="+", default=[], metavar="N",
+                        help="also print validation accuracy-top10 after N trials (e.g. 10 25 50)")
+    parser.add_argument("--reach", metavar="NAME",
+                        help="also print the trials each column needs to reach column NAME's "
+                             "final validation accuracy-top10")
     args = parser.parse_args()
+    names = [name for name, _ in args.column]
+    if args.reach is not None and args.reach not in names:
+        parser.error(f"--reach {args.reach!r}: no such --column (columns: {', '.join(names)})")
+    if any(not 1 <= n <= args.trials for n in args.at):
+        parser.error(f"--at: each N must be between 1 and --trials ({args.trials})")
     try:
         tfidf = read_tfidf(args.tfidf)
     except (OSError, KeyError, ValueError) as err:
         parser.error(f"--tfidf {args.tfidf}: not a tfidf_baseline.csv ({err})")
-    names = [name for name, _ in args.column]
     print("valid / test accuracy-top10 (test of the best trial by validation), %\n")
     print("| task | TF-IDF+LR test | " + " | ".join(names) + " |")
     print("|---" * (2 + len(names)) + "|")
     counts = {name: [0, 0, 0] for name in names}  # full-budget tasks, top-10 >=, best >=
+    full_runs: dict[str, dict[str, list[Trial]]] = {}  # task -> column -> trials, all at budget
     for task in sorted(tfidf):
         cells = []
-        for name, pattern in args.column:
-            text, test, best_test = cell(task_trials(pattern, task, args.trials), args.trials)
+        by_column = {name: task_trials(pattern, task, args.trials) for name, pattern in args.column}
+        if all(len(trials) == args.trials for trials in by_column.values()):
+            full_runs[task] = by_column
+        for name, trials in by_column.items():
+            text, test, best_test = cell(trials, args.trials)
             cells.append(text)
             if test is not None:
                 counts[name][0] += 1
@@ -98,6 +133,16 @@ def main() -> None:
     print(f"\nAt or above TF-IDF + LR's test accuracy, among tasks with {args.trials} trials:")
     for name, (full, top10, best) in counts.items():
         print(f"  {name}: {full} tasks; test accuracy-top10 on {top10}, best trial on {best}")
+    if args.at or args.reach:
+        at = "/".join(map(str, args.at))
+        print(f"\nTasks where every column has {args.trials} trials: validation accuracy-top10 (%)"
+              f" after {at or '-'} trials" + (f"; trials to reach {args.reach}'s final value"
+                                               if args.reach else "") + "\n")
+        heads = [f"{name} @{at}" for name in names] if args.at else []
+        heads += [f"{name} reaches" for name in names] if args.reach else []
+        print("| task | " + " | ".join(heads) + " |")
+        print("|---" * (1 + len(heads)) + "|")
+        print("\n".join(speed_rows(full_runs, args.at, args.reach)))
 
 
 if __name__ == "__main__":
