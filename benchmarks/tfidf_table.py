@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from automl_transfer.metrics import accuracy_top_n, top_n_curve, trials_to_target  # noqa: E402
+from automl_transfer.metrics import (  # noqa: E402
+    DEFAULT_TOP_N, accuracy_top_n, top_n_curve, trials_to_target)
 from automl_transfer.store import STORE_FILE, TrialStore  # noqa: E402
 from automl_transfer.trial import Trial  # noqa: E402
 
@@ -62,7 +63,7 @@ def cell(trials: list[Trial], budget: int) -> tuple[str, float | None, float | N
     """(table cell, test top-10 %, best trial's test %); the figures only with the full budget."""
     if not trials:
         return "-", None, None
-    valid, test = (100 * v for v in accuracy_top_n(trials, 10))
+    valid, test = (100 * v for v in accuracy_top_n(trials, DEFAULT_TOP_N))
     best = max(trials, key=lambda t: (t.result.valid_accuracy or 0.0, -t.trial_id))
     best_test = 100 * (best.result.test_accuracy or 0.0)
     text = f"{valid:.1f} / {test:.1f} ({best_test:.1f})"
@@ -78,15 +79,18 @@ def at_or_above(value: float, baseline: float) -> bool:
 def speed_rows(runs: dict[str, dict[str, list[Trial]]], at: list[int], reach: str | None
                ) -> list[str]:
     """Markdown rows: per task with every column at full budget, validation top-10 after each
-    of `at` trials ("a / b / c") and the trials to reach column `reach`'s final value."""
+    of `at` trials ("a / b / c") and the trials to reach column `reach`'s final value, counted
+    from trial 10, where top-10 is first a mean over 10 trials (as Table 1's strict count)."""
     rows = []
     for task, by_column in runs.items():
-        curves = {name: top_n_curve(trials, 10).valid for name, trials in by_column.items()}
-        cells = [" / ".join(f"{100 * curve[n - 1]:.1f}" for n in at) for curve in curves.values()]
+        curves = {name: top_n_curve(trials, DEFAULT_TOP_N).valid
+                  for name, trials in by_column.items()}
+        cells = ([" / ".join(f"{100 * curve[n - 1]:.1f}" for n in at) for curve in curves.values()]
+                 if at else [])
         if reach is not None:
             target = curves[reach][-1]
-            cells += [str(trials_to_target(curve, target, from_trial=10) or "not reached")
-                      for curve in curves.values()]
+            cells += [str(trials_to_target(curve, target, from_trial=DEFAULT_TOP_N)
+                          or "not reached") for curve in curves.values()]
         rows.append(f"| {task} | " + " | ".join(cells) + " |")
     return rows
 
@@ -135,9 +139,9 @@ def main() -> None:
         print(f"  {name}: {full} tasks; test accuracy-top10 on {top10}, best trial on {best}")
     if args.at or args.reach:
         at = "/".join(map(str, args.at))
-        print(f"\nTasks where every column has {args.trials} trials: validation accuracy-top10 (%)"
-              f" after {at or '-'} trials" + (f"; trials to reach {args.reach}'s final value"
-                                               if args.reach else "") + "\n")
+        shown = ([f"validation accuracy-top10 (%) after {at} trials"] if args.at else [])
+        shown += [f"trials to reach {args.reach}'s final value"] if args.reach else []
+        print(f"\nTasks where every column has {args.trials} trials: " + "; ".join(shown) + "\n")
         heads = [f"{name} @{at}" for name in names] if args.at else []
         heads += [f"{name} reaches" for name in names] if args.reach else []
         print("| task | " + " | ".join(heads) + " |")
