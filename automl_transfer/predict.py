@@ -62,7 +62,19 @@ def _columns_and_rows(path: Path, handle: IO[str]) -> tuple[list[str], Iterator[
     if "text" not in columns:
         raise UserError(f"{path}: no 'text' column (columns: {','.join(columns)})")
     reader.fieldnames = columns
-    return columns, reader
+    return columns, _rows_as_wide_as_header(path, reader, len(columns))
+
+
+def _rows_as_wide_as_header(path: Path, reader: csv.DictReader, width: int) -> Iterator[dict[str, str]]:
+    """The reader's rows; one wider or narrower than the header is an error, since reading it
+    would classify a text cut at an unquoted comma."""
+    for row in reader:
+        extra = len(row.get(None) or [])
+        missing = sum(value is None for key, value in row.items() if key is not None)
+        if extra or missing:
+            raise UserError(f"{path}: line {reader.line_num} has {width + extra - missing} fields, the "
+                            f"header has {width} (quote texts that contain commas, or give a .txt file)")
+        yield row
 
 
 def _batches(rows: Iterator[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:

@@ -143,6 +143,10 @@ def test_predict_bad_inputs(exported, tmp_path):
     no_text.write_text("body,label\nhello,ham\n")
     _one_line_error(_run("--mode=predict", f"--model_dir={exported}", f"--input={no_text}",
                          f"--output={output}"), "no 'text' column (columns: body,label)")
+    unquoted = tmp_path / "unquoted.csv"
+    unquoted.write_text("text\nhello\nwin a prize, call now\n")
+    _one_line_error(_run("--mode=predict", f"--model_dir={exported}", f"--input={unquoted}",
+                         f"--output={output}"), "line 3 has 2 fields, the header has 1")
     for empty, content in (("empty.csv", "text\n"), ("empty.txt", ""), ("blank.csv", "")):
         (tmp_path / empty).write_text(content)
         _one_line_error(_run("--mode=predict", f"--model_dir={exported}", f"--input={tmp_path / empty}",
